@@ -11,10 +11,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import calibration, data, handlers, losses, metrics, transforms, visualize  # noqa: E402
+from . import bundles, calibration, data, handlers, losses, metrics, transforms, visualize  # noqa: E402
 
 __all__ = [
     "__version__",
+    "bundles",
     "calibration",
     "data",
     "handlers",

@@ -3,3 +3,5 @@
 """monai_calib.calibration: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .temperature import TemperatureScaler, fit_temperature

@@ -3,3 +3,27 @@
 """monai_calib.data: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .dsb2018 import (
+    DSB2018_INDEX_COLUMNS,
+    PrepareDSB2018d,
+    dsb2018_datalist,
+    dsb2018_index,
+    dsb2018_split,
+    dsb2018_transforms,
+)
+from .medmnist import (
+    MEDMNIST_2D_FLAGS,
+    MEDMNIST_SIZES,
+    MedMNISTDataset,
+    default_medmnist_root,
+    medmnist_info,
+)
+from .pad_ufes20 import (
+    PAD_UFES20_CLASSES,
+    PADUFES20Dataset,
+    pad_ufes20_datalist,
+    pad_ufes20_info,
+    pad_ufes20_patient_split,
+)
+from .rfmid import RFMID_DEFAULT_EXTENSIONS, RFMiDDataset

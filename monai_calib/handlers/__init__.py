@@ -3,3 +3,17 @@
 """monai_calib.handlers: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .class_prior import LSPlusClassPrior
+from .loss_state import LossStateUpdater
+from .metric_handlers import (
+    NLL,
+    BrierScore,
+    PooledCalibrationError,
+    RetentionAUC,
+    lower_is_better_cmp,
+)
+from .prediction_writer import ProbabilityWriter
+from .report import CLASSIFICATION_METRICS, CalibrationReport, classification_report
+from .temperature_init import MiTTemperatureInit
+from .warmup import CCTEALWarmup

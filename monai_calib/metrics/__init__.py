@@ -3,3 +3,15 @@
 """monai_calib.metrics: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .calibration_error import (
+    calibration_error,
+    calibration_error_from_statistics,
+    calibration_statistics,
+)
+from .multilabel import hamming_loss, multilabel_auc
+from .pooled_calibration import PooledCalibrationErrorMetric
+from .retention import retention_auc, retention_curve
+from .retention_metric import RetentionAUCMetric
+from .score_metrics import BrierScoreMetric, NLLMetric
+from .scores import brier_score, brier_statistics, negative_log_likelihood, nll_statistics

@@ -3,3 +3,12 @@
 """monai_calib.transforms: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .post import (
+    CCTEALProbability,
+    CCTEALProbabilityd,
+    SquaredSigmoid,
+    SquaredSigmoidd,
+    TemperatureScale,
+    TemperatureScaled,
+)

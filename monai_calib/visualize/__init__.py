@@ -3,3 +3,7 @@
 """monai_calib.visualize: public names are re-exported here, one module per line."""
 
 from __future__ import annotations
+
+from .density import confidence_by_correctness, plot_confidence_density
+from .reliability import plot_reliability_diagram, reliability_statistics
+from .retention import plot_retention_curve

@@ -1,0 +1,184 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Speed of the multi-class calibration losses relative to ``torch.nn.CrossEntropyLoss`` (CPU).
+
+Run: ``python benchmarks/bench_losses.py [--threads 1] [--repeats 15] [--quick] [--json FILE]``
+
+(a) loss forward + backward on logits ``B = 65,536, K = 10`` (target: <= 1.3x CE);
+(b) the same on ``B = 1024, K = 10`` and ``B = 256, K = 100`` (small batches: per-call overhead);
+(c) one full training step (forward, loss, backward, SGD step) of a small CNN
+    (``monai.networks.nets.Classifier``, channels (16, 32, 64), strides 2, two residual units per
+    level) at batch 128 on 1 x 28 x 28 inputs, reported as the loss's added % of step time over
+    CE (target: <= +3 %). A second, independent CE instance ("CE (control)") measures the noise
+    floor of this difference.
+
+Every multi-class ``(B, K)``-logit loss of ``monai_calib.losses`` that can be imported is
+included (MiT and CCT-EAL via ``try``/``except ImportError``); the multi-label (LDACE, CCL) and
+segmentation (ML, CAML) losses take other inputs and are not part of this comparison.
+
+Timings: each repeat runs every contender back to back in a shuffled order (interleaved), so a
+burst of load from other processes hits them alike; the median over repeats is reported, and the
+ratio is the ratio of medians. Stateful losses run in training mode (their state updates every
+call, as in training); their learnable temperature is in the optimizer in (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["build_losses", "main"]
+
+
+def build_losses(num_classes: int) -> dict[str, nn.Module]:
+    """The contenders for ``K = num_classes``; CE first."""
+    from monai_calib import losses as L
+
+    out: dict[str, nn.Module] = {"CE (torch)": nn.CrossEntropyLoss()}
+    out["TETLoss"] = L.TETLoss()
+    out["DCALoss"] = L.DCALoss()
+    out["MDCALoss(nll)"] = L.MDCALoss()
+    out["MDCALoss(focal)"] = L.MDCALoss(base_loss="focal")
+    out["MDCALoss(ls)"] = L.MDCALoss(base_loss="label_smoothing")
+    out["LSPlusLoss"] = L.LSPlusLoss([0.8] * num_classes)
+    try:
+        from monai_calib.losses.mit import MiTLoss
+
+        out["MiTLoss"] = MiTLoss(num_classes=num_classes)
+    except ImportError:
+        pass
+    try:
+        from monai_calib.losses.cct_eal import CCTEALLoss
+
+        out["CCTEALLoss"] = CCTEALLoss(num_classes=num_classes)
+    except ImportError:
+        pass
+    return out
+
+
+def _median_times(fns: dict[str, Callable[[], None]], repeats: int, inner: int) -> dict[str, float]:
+    """Median (over repeats) of the mean time of ``inner`` calls, interleaved and shuffled."""
+    for fn in fns.values():  # warm-up
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for _ in range(repeats):
+        random.shuffle(names)
+        for name in names:
+            fn = fns[name]
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def bench_loss_only(batch: int, k: int, repeats: int, inner: int) -> dict[str, dict[str, float]]:
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(batch, k, generator=g) * 2).requires_grad_()
+    y = torch.randint(0, k, (batch,), generator=g)
+    losses = build_losses(k)
+
+    def make(loss: nn.Module) -> Callable[[], None]:
+        def step() -> None:
+            loss(z, y).backward()
+            z.grad = None
+
+        return step
+
+    times = _median_times({n: make(f) for n, f in losses.items()}, repeats, inner)
+    ce = times["CE (torch)"]
+    return {n: {"ms": t * 1e3, "ratio_to_ce": t / ce} for n, t in times.items()}
+
+
+def bench_train_step(repeats: int, inner: int) -> dict[str, dict[str, float]]:
+    from monai.networks.nets import Classifier
+
+    torch.manual_seed(0)
+    k = 10
+    model = Classifier(
+        in_shape=(1, 28, 28), classes=k, channels=(16, 32, 64), strides=(2, 2, 2)
+    ).train()
+    x = torch.randn(128, 1, 28, 28)
+    y = torch.randint(0, k, (128,))
+    losses = build_losses(k)
+    losses["CE (control)"] = nn.CrossEntropyLoss()
+
+    def make(loss: nn.Module) -> Callable[[], None]:
+        opt = torch.optim.SGD(list(model.parameters()) + list(loss.parameters()), lr=1e-4)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss(model(x), y).backward()
+            opt.step()
+
+        return step
+
+    times = _median_times({n: make(f) for n, f in losses.items()}, repeats, inner)
+    ce = times["CE (torch)"]
+    return {
+        n: {"ms": t * 1e3, "added_pct_over_ce": 100.0 * (t - ce) / ce} for n, t in times.items()
+    }
+
+
+def _table(title: str, rows: dict[str, dict[str, float]], key: str, fmt: str) -> str:
+    lines = [f"### {title}", "", f"| loss | ms | {key} |", "|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['ms']:.3f} | {format(r[key], fmt)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--quick", action="store_true", help="few repeats, for a smoke test")
+    ap.add_argument("--json", default=None, help="write the raw results to this file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    random.seed(0)
+    rep = 3 if args.quick else args.repeats
+    results: dict = {
+        "meta": {
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "repeats": rep,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+        }
+    }
+    results["a_B65536_K10"] = bench_loss_only(65536, 10, rep, 1)
+    print(_table("(a) B=65,536, K=10: loss fwd+bwd", results["a_B65536_K10"], "ratio_to_ce", ".3f"))
+    results["b_B1024_K10"] = bench_loss_only(1024, 10, rep, 20)
+    print(_table("(b) B=1024, K=10: loss fwd+bwd", results["b_B1024_K10"], "ratio_to_ce", ".3f"))
+    results["b_B256_K100"] = bench_loss_only(256, 100, rep, 20)
+    print(_table("(b) B=256, K=100: loss fwd+bwd", results["b_B256_K100"], "ratio_to_ce", ".3f"))
+    results["c_train_step"] = bench_train_step(rep, 3)
+    print(
+        _table(
+            "(c) CNN training step, batch 128, 1x28x28",
+            results["c_train_step"],
+            "added_pct_over_ce",
+            "+.2f",
+        )
+    )
+    results["meta"]["loadavg_end"] = os.getloadavg()
+    print(f"load average at start {results['meta']['loadavg_start']}, end {os.getloadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Speed and memory of the functional calibration metrics (``monai_calib.metrics``).
+
+Run: ``python benchmarks/bench_metrics.py [--repeats 9] [--threads N] [--quick]``
+
+(a) top-label equal-width ECE on N = 1,000,000 x K = 10 probabilities vs
+    ``torchmetrics.functional.classification.multiclass_calibration_error`` (default arguments,
+    i.e. ``validate_args=True``, and ``validate_args=False``);
+(b) pooled ECE on dense input B=2, C=4, 96^3 vs MONAI ``CalibrationErrorMetric`` (a per-image,
+    per-channel number: a timing comparison only, the quantities differ);
+(c) peak memory of streaming ``calibration_statistics`` (batches of fixed size summed) for
+    N = 1e4 .. 1e7 samples, each N measured in a fresh subprocess.
+
+Timings: every repeat runs all contenders back to back (interleaved), so a burst of load from
+other processes hits them alike; the median over repeats is reported, and the ratio is the ratio
+of medians. Memory: torch allocates tensors with its own C++ allocator, invisible to
+``tracemalloc``, so the subprocess reports its peak resident set size (``ru_maxrss``) after the
+run and the same value just before the streaming loop (after imports and one warm-up batch); the
+difference is the memory the loop added on top of the fixed-size batch buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["main"]
+
+
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    for fn in fns.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_a(repeats: int) -> dict[str, float]:
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from monai_calib.metrics import calibration_error
+
+    g = torch.Generator().manual_seed(0)
+    n, k = 1_000_000, 10
+    p = torch.softmax(2 * torch.randn(n, k, generator=g), dim=1)
+    y = torch.randint(0, k, (n,), generator=g)
+    ours = float(calibration_error(p, y, num_bins=15))
+    ref = float(multiclass_calibration_error(p, y, num_classes=k, n_bins=15))
+    assert abs(ours - ref) < 1e-5, (ours, ref)
+    t = _time_interleaved(
+        {
+            "monai_calib": lambda: calibration_error(p, y, num_bins=15),
+            "torchmetrics": lambda: multiclass_calibration_error(p, y, k, n_bins=15),
+            "torchmetrics_novalidate": lambda: multiclass_calibration_error(
+                p, y, k, n_bins=15, validate_args=False
+            ),
+        },
+        repeats,
+    )
+    t["ece_ours"], t["ece_torchmetrics"] = ours, ref
+    return t
+
+
+def bench_b(repeats: int) -> dict[str, float]:
+    from monai.metrics import CalibrationErrorMetric
+
+    from monai_calib.metrics import calibration_error
+
+    g = torch.Generator().manual_seed(1)
+    shape = (2, 4, 96, 96, 96)
+    p = torch.softmax(2 * torch.randn(shape, generator=g), dim=1)
+    idx = torch.randint(0, 4, (2, 1, *shape[2:]), generator=g)
+    onehot = torch.zeros_like(p).scatter_(1, idx, 1.0)
+    metric = CalibrationErrorMetric(num_bins=15)
+
+    def monai_once() -> None:
+        metric(p, onehot)
+        metric.aggregate()
+        metric.reset()
+
+    return _time_interleaved(
+        {
+            "monai_CalibrationErrorMetric": monai_once,
+            "classwise_index_labels": lambda: calibration_error(p, idx, target="classwise"),
+            "classwise_onehot_labels": lambda: calibration_error(p, onehot, target="classwise"),
+            "top_label_index_labels": lambda: calibration_error(p, idx),
+        },
+        repeats,
+    )
+
+
+_CHILD = r"""
+import resource, sys, torch
+torch.set_num_threads(int(sys.argv[3]))
+from monai_calib.metrics import calibration_error_from_statistics, calibration_statistics
+n_total, batch = int(sys.argv[1]), int(sys.argv[2])
+g = torch.Generator().manual_seed(0)
+k = 10
+def batch_of(m):
+    p = torch.softmax(2 * torch.randn(m, k, generator=g), dim=1)
+    return p, torch.randint(0, k, (m,), generator=g)
+stats = calibration_statistics(*batch_of(batch))  # warm-up at the fixed batch size
+stats.zero_()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+done = 0
+while done < n_total:
+    m = min(batch, n_total - done)
+    stats += calibration_statistics(*batch_of(m))
+    done += m
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert int(stats[..., 0].sum()) == n_total
+print(before, after, float(calibration_error_from_statistics(stats)))
+"""
+
+
+def bench_c(sizes: list[int], batch: int, threads: int) -> list[dict[str, float]]:
+    rows = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(n), str(batch), str(threads)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        before, after = int(out[0]), int(out[1])  # KiB on Linux
+        rows.append({"n": n, "rss_before_mib": before / 1024, "rss_peak_mib": after / 1024})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quick", action="store_true", help="smaller memory sweep")
+    parser.add_argument("--json", type=str, default="", help="also write results to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    print(
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"threads={args.threads}, cpus={os.cpu_count()}, load average {load[0]:.1f}"
+    )
+    res: dict[str, object] = {"threads": args.threads, "load_before": load[0]}
+
+    a = bench_a(args.repeats)
+    res["a"] = a
+    print("\n(a) top-label ECE, N=1e6, K=10, 15 bins (median seconds)")
+    for key in ("monai_calib", "torchmetrics", "torchmetrics_novalidate"):
+        print(f"  {key:28s} {a[key]:.4f}  ({a[key] / a['monai_calib']:.2f}x monai_calib)")
+    print(f"  ECE ours {a['ece_ours']:.6f}  torchmetrics {a['ece_torchmetrics']:.6f}")
+
+    b = bench_b(args.repeats)
+    res["b"] = b
+    ref = b["monai_CalibrationErrorMetric"]
+    print("\n(b) dense 2x4x96^3, 15 bins (median seconds)")
+    for key, v in b.items():
+        print(f"  {key:30s} {v:.4f}  (MONAI / this = {ref / v:.2f}x)")
+
+    sizes = [10_000, 100_000, 1_000_000] if args.quick else [10_000, 100_000, 1_000_000, 10_000_000]
+    c = bench_c(sizes, batch=10_000, threads=args.threads)
+    res["c"] = c
+    print("\n(c) streaming calibration_statistics, batches of 10,000 x K=10, peak RSS (MiB)")
+    for row in c:
+        print(
+            f"  N={row['n']:>10,d}  before loop {row['rss_before_mib']:.1f}  "
+            f"peak {row['rss_peak_mib']:.1f}  added {row['rss_peak_mib'] - row['rss_before_mib']:.1f}"
+        )
+    peaks = [row["rss_peak_mib"] for row in c]
+    print(f"  peak spread (max/min - 1): {100 * (max(peaks) / min(peaks) - 1):.1f}%")
+    print(f"\n# load average after: {os.getloadavg()[0]:.1f}")
+    res["peak_rss_kib_self"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

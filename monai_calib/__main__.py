@@ -1,0 +1,32 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""``python -m monai_calib <command>`` (also the ``monai-calib`` console script)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("compare",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(
+            "usage: python -m monai_calib <command> [options]\n\n"
+            "commands:\n"
+            "  compare   train a bundle once per loss and seed and write a calibration report\n\n"
+            "'python -m monai_calib compare --help' lists its options."
+        )
+        return 0 if args else 2
+    if args[0] == "compare":
+        from monai_calib.cli.compare import main as compare_main
+
+        return compare_main(args[1:])
+    print(f"unknown command {args[0]!r}; valid commands: {list(COMMANDS)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Writes calibrated class probabilities of an inference run to a CSV file."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from monai.handlers.utils import from_engine
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["ProbabilityWriter"]
+
+
+class ProbabilityWriter:
+    """Write one CSV row per sample: index, predicted class, confidence, one column per class.
+
+    Unlike MONAI's ``ClassificationSaver`` (which saves the raw network output), this writes the
+    probabilities after the evaluator's postprocessing, i.e. after the loss's calibrated
+    probability transform (temperature, CCT-EAL rule, ...).
+
+    Args:
+        output_file: CSV path (parent folders are created).
+        output_transform: maps ``engine.state.output`` to the batch's probabilities; default reads
+            the decollated ``pred`` items.
+        class_names: column names; default ``p0, p1, ...``.
+    """
+
+    def __init__(
+        self,
+        output_file: str,
+        output_transform: Callable = from_engine(["pred"]),
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.output_file = str(output_file)
+        self.output_transform = output_transform
+        self.class_names = list(class_names) if class_names is not None else None
+        self._rows: list[torch.Tensor] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self._rows = []
+
+    def update(self, engine: Engine) -> None:
+        probs = self.output_transform(engine.state.output)
+        probs = torch.stack(list(probs)) if isinstance(probs, Sequence) else probs
+        self._rows.append(torch.as_tensor(probs).detach().float().cpu().reshape(len(probs), -1))
+
+    def __call__(self, engine: Engine) -> None:
+        probs = torch.cat(self._rows) if self._rows else torch.zeros(0, 0)
+        k = probs.shape[1] if probs.ndim == 2 else 0
+        names = self.class_names or [f"p{i}" for i in range(k)]
+        if len(names) != k:
+            raise ValueError(f"class_names has {len(names)} names but predictions have {k} classes.")
+        os.makedirs(os.path.dirname(os.path.abspath(self.output_file)), exist_ok=True)
+        with open(self.output_file, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "predicted_class", "confidence", *names])
+            for i, row in enumerate(probs.tolist()):
+                j = max(range(k), key=row.__getitem__)
+                w.writerow([i, j, f"{row[j]:.6f}", *(f"{v:.6f}" for v in row)])

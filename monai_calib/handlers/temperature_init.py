@@ -1,0 +1,262 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Ignite handler that initialises MiT's temperature from the model's logits when training starts.
+
+Also holds the helpers shared with :py:mod:`monai_calib.handlers.class_prior`: running a network
+over a loader without gradients and gathering tensors from every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_calib._utils import normalize_class_target
+from monai_calib._utils.distributed import is_dist_ready
+
+from ._checks import check_loss_in_optimizer, check_loss_kind, resolve_loss
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["MiTTemperatureInit"]
+
+
+def _engine_device(engine: Any, network: torch.nn.Module) -> torch.device:
+    device = getattr(getattr(engine, "state", None), "device", None)
+    if device is not None:
+        return torch.device(device)
+    param = next(network.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def collect_logits(
+    network: torch.nn.Module,
+    data_loader: Iterable,
+    prepare_batch: Callable,
+    device: torch.device,
+    inferer: Callable | None = None,
+    non_blocking: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``network`` in eval mode without gradients over ``data_loader``.
+
+    ``prepare_batch(batchdata, device, non_blocking)`` returns ``(inputs, targets)`` or
+    ``(inputs, targets, args, kwargs)`` as MONAI's ``default_prepare_batch`` does; ``inferer``
+    is called as ``inferer(inputs, network, *args, **kwargs)`` (``network(inputs)`` if None).
+    The network's previous train/eval mode is restored afterwards.
+
+    Returns:
+        logits ``(N, K)`` and the raw targets concatenated along dim 0 (on ``device``).
+
+    Raises:
+        ValueError: the loader is empty or a batch has no targets.
+    """
+    was_training = network.training
+    network.eval()
+    logits, targets = [], []
+    try:
+        for batchdata in data_loader:
+            batch = prepare_batch(batchdata, device, non_blocking)
+            inputs, target = batch[0], batch[1]
+            args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+            if target is None:
+                raise ValueError("the data loader's batches must hold targets (labels), got None.")
+            out = inferer(inputs, network, *args, **kwargs) if inferer else network(inputs)
+            logits.append(torch.as_tensor(out).detach())
+            targets.append(torch.as_tensor(target).detach())
+    finally:
+        network.train(was_training)
+    if not logits:
+        raise ValueError("data_loader yielded no batch; cannot collect logits.")
+    return torch.cat(logits), torch.cat(targets)
+
+
+def gather_from_ranks(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate each tensor over all ranks (rank order); identity without DDP.
+
+    Uses ``all_gather_object`` on CPU copies, so shards may have different lengths.
+    """
+    if not is_dist_ready():
+        return tensors
+    local = [t.cpu() for t in tensors]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return tuple(
+        torch.cat([g[i] for g in gathered]).to(tensors[i].device) for i in range(len(tensors))
+    )
+
+
+class MiTTemperatureInit:
+    """Initialise ``MiTLoss``'s temperature by temperature scaling, when training starts.
+
+    The reference MiT code fits :math:`T` inside the loss constructor by running the model over
+    the training loader; here the loss never holds the model, and this handler does it: at the
+    first ``EPOCH_STARTED`` of a fresh run (``engine.state.iteration == 0``) it puts the network
+    in eval mode, collects logits :math:`z_i` and labels :math:`y_i` over the loader under
+    ``torch.no_grad()``, fits
+
+    .. math::
+        T^* = \\arg\\min_{T > 0} \\; -\\frac1N \\sum_i \\log \\mathrm{softmax}(z_i / T)_{y_i}
+
+    with ``monai_calib.calibration.fit_temperature`` (L-BFGS on :math:`\\log T`), calls
+    ``loss.set_temperature(T*)`` and restores the network's mode. The fitted value is kept in
+    ``self.fitted_temperature``.
+
+    **Resume.** A run resumed by ``CheckpointLoader`` (which fires at ``STARTED``) has
+    ``iteration > 0`` at ``EPOCH_STARTED``, so the handler does nothing and the checkpointed
+    temperature is kept; listing the handlers in any order is fine. It fires at ``EPOCH_STARTED``
+    rather than ``STARTED`` for that reason; the training data iterator of the first epoch is
+    created only after ``EPOCH_STARTED``, so a plain loop that fits :math:`T` and then iterates
+    the loader consumes the random number generator in the same order.
+
+    **DDP.** Logits and labels are gathered from every rank, so all ranks fit the same
+    temperature on the union of their shards.
+
+    Usage in a bundle's ``train#handlers``::
+
+        {"_target_": "monai_calib.handlers.MiTTemperatureInit", "loss": "@loss"}
+
+    Reference:
+        Pan & Wang, MiT, Meas. Sci. Technol. 36(10) 105404, 2025 (temperature initialisation of
+        https://github.com/JEFfersusu/MiT_loss); Guo et al., "On Calibration of Modern Neural
+        Networks", ICML 2017 (temperature scaling).
+    """
+
+    def __init__(
+        self,
+        loss: Any | None = None,
+        network: torch.nn.Module | None = None,
+        data_loader: Iterable | None = None,
+        prepare_batch: Callable | None = None,
+        inferer: Callable | None = None,
+        max_iter: int = 50,
+        lr: float = 0.1,
+        check_optimizer: bool = True,
+        name: str | None = None,
+    ) -> None:
+        """
+        Args:
+            loss: the ``MiTLoss``. Defaults to ``None``: use ``engine.loss_function``.
+            network: the model. Defaults to ``None``: ``engine.network``.
+            data_loader: loader of the data to fit on. Defaults to ``None``:
+                ``engine.data_loader`` (the training data, as in the reference).
+            prepare_batch: ``(batchdata, device, non_blocking) -> (inputs, targets[, args,
+                kwargs])``. Defaults to ``None``: ``engine.prepare_batch``.
+            inferer: ``(inputs, network, *args, **kwargs) -> logits``. Defaults to ``None``:
+                ``engine.inferer`` if the engine has one, else ``network(inputs)``.
+            max_iter: L-BFGS iterations of ``fit_temperature``. Defaults to ``50``.
+            lr: L-BFGS learning rate of ``fit_temperature``. Defaults to ``0.1``.
+            check_optimizer: at ``attach``, raise if ``loss.raw_temperature`` is not in
+                ``engine.optimizer``. Defaults to ``True``.
+            name: identifier of the ``logging.Logger``; ``None`` uses ``engine.logger``.
+
+        Raises:
+            ValueError: ``max_iter < 1`` or ``lr <= 0``.
+        """
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+        if not float(lr) > 0:
+            raise ValueError(f"lr must be > 0, got {lr}.")
+        self.loss = loss
+        self.network = network
+        self.data_loader = data_loader
+        self.prepare_batch = prepare_batch
+        self.inferer = inferer
+        self.max_iter = int(max_iter)
+        self.lr = float(lr)
+        self.check_optimizer = bool(check_optimizer)
+        self.logger = logging.getLogger(name)
+        self._name = name
+        self.fitted_temperature: float | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler; the checks that need the engine run at ``Events.STARTED``.
+
+        Args:
+            engine: the trainer.
+
+        Raises:
+            TypeError: the loss is not a ``MiTLoss`` (at ``attach`` if given, else when the run
+                starts); (when the run starts) no network / loader / prepare_batch is given and
+                the engine has none.
+            ValueError: (when the run starts) ``loss.raw_temperature`` is missing from
+                ``engine.optimizer``.
+        """
+        from monai_calib.losses.mit import MiTLoss
+
+        if self._name is None:
+            self.logger = engine.logger
+        if self.loss is not None:
+            check_loss_kind(self.loss, MiTLoss, type(self).__name__)
+        engine.add_event_handler(Events.STARTED, self.setup)
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def setup(self, engine: Engine) -> None:
+        """Resolve and check the loss and the data sources (run at ``STARTED``).
+
+        Raises:
+            TypeError: no loss, not a ``MiTLoss``; a missing network / loader / prepare_batch.
+            ValueError: ``loss.raw_temperature`` is missing from ``engine.optimizer``.
+        """
+        from monai_calib.losses.mit import MiTLoss
+
+        loss = resolve_loss(self.loss, engine, type(self).__name__)
+        check_loss_kind(loss, MiTLoss, type(self).__name__)
+        if self.check_optimizer:
+            check_loss_in_optimizer(loss, engine, type(self).__name__)
+        for attr in ("network", "data_loader", "prepare_batch"):
+            if getattr(self, attr) is None and getattr(engine, attr, None) is None:
+                raise TypeError(
+                    f"{type(self).__name__}: `{attr}` was not given and the engine "
+                    f"({type(engine).__name__}) has no `{attr}` attribute."
+                )
+        self.loss = loss
+
+    def __call__(self, engine: Engine) -> None:
+        """Fit and set the temperature (only at the start of a fresh run).
+
+        Args:
+            engine: the trainer.
+        """
+        from monai_calib.calibration.temperature import fit_temperature
+
+        if engine.state.iteration != 0:
+            return
+        network = self.network if self.network is not None else engine.network
+        loader = self.data_loader if self.data_loader is not None else engine.data_loader
+        prepare = self.prepare_batch if self.prepare_batch is not None else engine.prepare_batch
+        inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
+        logits, targets = collect_logits(
+            network,
+            loader,
+            prepare,
+            _engine_device(engine, network),
+            inferer,
+            bool(getattr(engine, "non_blocking", False)),
+        )
+        labels = normalize_class_target(
+            targets, int(logits.shape[1]), batch_size=int(logits.shape[0]), name="labels"
+        )
+        logits, labels = gather_from_ranks(logits, labels)
+        temperature = float(fit_temperature(logits, labels, max_iter=self.max_iter, lr=self.lr))
+        if is_dist_ready():  # L-BFGS on identical data is deterministic; make it certain
+            t = torch.tensor([temperature], dtype=torch.float64, device=logits.device)
+            dist.broadcast(t, src=0)
+            temperature = float(t.item())
+        self.loss.set_temperature(temperature)
+        self.fitted_temperature = temperature
+        self.logger.info(
+            f"{type(self).__name__}: temperature fitted on {logits.shape[0]} samples: "
+            f"T = {temperature:.6g}"
+        )

@@ -1,0 +1,346 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""CCT-EAL: class-conditional temperature with entropy alignment (Pan et al., ICASSP 2026)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from monai.utils import LossReduction
+from torch import nn
+
+from monai_calib._utils import (
+    accumulation_dtype,
+    check_logits_2d,
+    normalize_class_target,
+    reduce_per_sample,
+)
+from monai_calib._utils.distributed import all_reduce_sum
+
+from ._stateful import StatefulLossBase
+from .mit import scaled_ce_and_entropy
+
+__all__ = ["CCTEALLoss"]
+
+_INFERENCE_RULES = ("none", "predicted", "expected", "oracle")
+
+
+class CCTEALLoss(StatefulLossBase):
+    """CCT-EAL loss: cross-entropy with a per-class temperature plus an entropy-alignment term.
+
+    Each class :math:`c` has a learnable temperature; during training, sample :math:`i` is scaled
+    by the temperature of its *label* (that is the method). The mean predictive entropy is pulled
+    towards the entropy :math:`H^*` of an EMA of the label distribution, which is updated with
+    the current batch before it is read:
+
+    .. math::
+        T_c &= \\mathrm{clip}(\\mathrm{softplus}(\\tau_c),\\; T_{\\min},\\; T_{\\max}),
+            \\qquad p_i = \\mathrm{softmax}(z_i / T_{y_i})\\\\
+        f &\\leftarrow m f + (1 - m)\\, \\hat f, \\qquad
+            \\hat f_k = \\frac{\\#\\{i : y_i = k\\}}{\\max(B, 1)}, \\qquad
+            H^* = -\\textstyle\\sum_k \\max(f_k, \\epsilon) \\log \\max(f_k, \\epsilon)\\\\
+        H_{\\text{pred}} &= \\frac1B \\textstyle\\sum_i H(p_i), \\qquad
+        \\mathcal L = \\frac1B \\textstyle\\sum_i \\big(-\\log p_{i, y_i}\\big)
+            + \\alpha_t\\, (H_{\\text{pred}} - H^*)^2.
+
+    :math:`H^*` is a constant for autograd; :math:`H_{\\text{pred}}` is in the graph.
+    Gradients reach the network and ``raw_temperatures`` (:math:`\\tau`, initialised to
+    :math:`\\log(e - 1)` so that every :math:`T_c = 1`). **The optimizer must include**
+    ``loss.parameters()``.
+
+    **Warm-up.** :math:`\\alpha_t` is set by :py:meth:`set_progress`
+    (:math:`\\alpha_t = \\alpha_{\\max} \\cdot \\text{progress} / w` for progress :math:`< w`, else
+    :math:`\\alpha_{\\max}`). As in the reference, the constructor sets
+    :math:`\\alpha_t = \\alpha_{\\max}`, so **there is no warm-up unless something calls**
+    ``set_progress`` (the project's progress handler does, every iteration, with
+    ``global_step / total_steps``).
+
+    **Frozen temperatures (replicated pitfall).** The clamp to :math:`[T_{\\min}, T_{\\max}]` is
+    hard, as in the reference: once :math:`\\mathrm{softplus}(\\tau_c)` leaves the interval, the
+    gradient w.r.t. :math:`\\tau_c` is exactly zero and :math:`\\tau_c` stops moving (only
+    weight decay can bring it back). :math:`\\tau_c` also only receives gradient from samples of
+    class :math:`c`, so rare classes barely move. On balanced data :math:`H^* \\approx \\log K`
+    (the maximum), so the alignment term pushes predictions towards uniform: expect
+    under-confidence with large :math:`\\alpha_{\\max}`.
+
+    **Label-free inference.** The reference scales evaluation logits by :math:`T_y`, which uses
+    the label (it does not change the argmax but leaks the label into ECE/NLL/Brier). Use
+    :py:meth:`scale_logits` with a label-free rule: ``"predicted"`` (default,
+    :math:`T_{\\arg\\max z}`), ``"expected"`` (:math:`\\sum_c \\mathrm{softmax}(z)_c T_c`) or
+    ``"none"``; ``"oracle"`` (:math:`T_y`) exists only to reproduce the authors' numbers.
+
+    **State.** Persistent buffers ``label_ema`` ``(K,)`` (uniform at start), ``alpha`` ``()``
+    and ``progress`` ``()`` follow ``.to(device)`` and ``state_dict``. ``label_ema`` changes only
+    in training mode (or always with ``reference_mode=True``, the published behaviour where the
+    caller passes ``update_stats``); staging follows
+    :py:class:`~monai_calib.losses._stateful.StatefulLossBase`. Under ``torch.distributed`` (with
+    ``sync_dist=True``) the batch label histogram and batch size are summed over ranks, so
+    :math:`\\hat f` is the global batch frequency and ``label_ema`` is identical on all ranks
+    (the reference is single-GPU); :math:`H_{\\text{pred}}` stays the local batch mean. The
+    all-reduce is a collective: every rank must call ``forward`` in training mode the same number
+    of times.
+
+    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
+    function with a hand-written backward (first-order gradients only: ``create_graph=True``
+    double backward is not supported).
+
+    Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
+    last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
+    (:math:`H_{\\text{pred}}`), ``target_entropy`` (:math:`H^*`), ``alpha`` and
+    ``mean_temperature`` (batch mean of :math:`T_{y_i}`, the reference's ``T_mean``).
+
+    Reference:
+        Pan et al., "CCT-EAL: Class-Conditional Temperature with Entropy Alignment Loss", ICASSP
+        2026. Code: https://github.com/JEFfersusu/CCT-EAL.
+
+    Example::
+
+        loss_fn = CCTEALLoss(num_classes=7)
+        opt = torch.optim.Adam(list(net.parameters()) + list(loss_fn.parameters()), lr=1e-4)
+        for step, (x, y) in enumerate(loader):
+            loss_fn.set_progress(step / total_steps)
+            loss = loss_fn(net(x), y)
+        probs = torch.softmax(loss_fn.scale_logits(net(x_test)), dim=1)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        alpha_max: float = 8.0,
+        warmup_ratio: float = 0.3,
+        momentum: float = 0.9,
+        temperature_min: float = 0.75,
+        temperature_max: float = 1.5,
+        inference_rule: str = "predicted",
+        reference_mode: bool = False,
+        sync_dist: bool = True,
+        eps: float = 1e-12,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        """
+        Args:
+            num_classes: number of classes ``K`` (>= 2).
+            alpha_max: weight of the alignment term after warm-up. Defaults to ``8.0``.
+            warmup_ratio: fraction ``w`` of training over which :math:`\\alpha` ramps up
+                linearly (see :py:meth:`set_progress`). Defaults to ``0.3``.
+            momentum: EMA momentum ``m`` of the label distribution, per training call.
+                Defaults to ``0.9``.
+            temperature_min: lower hard clamp of every :math:`T_c`. Defaults to ``0.75``.
+            temperature_max: upper hard clamp of every :math:`T_c`. Defaults to ``1.5``.
+            inference_rule: default rule of :py:meth:`scale_logits`, one of ``"none"``,
+                ``"predicted"``, ``"expected"``, ``"oracle"``. Defaults to ``"predicted"``.
+            reference_mode: update ``label_ema`` on every call, evaluation included, as the
+                reference does with its default ``update_stats=True``. Defaults to ``False``.
+            sync_dist: sum the batch label histogram over ranks when ``torch.distributed`` is
+                initialised. Defaults to ``True``.
+            eps: floor of the EMA frequencies inside the entropy. Defaults to ``1e-12``.
+            reduction: ``"mean"``, ``"sum"`` or ``"none"``. With ``"none"`` the result has
+                shape ``(B,)``: per-sample CE plus the (batch-level) alignment term, so its mean
+                is the ``"mean"`` loss. Defaults to ``"mean"``.
+
+        Raises:
+            TypeError: ``num_classes`` is not an int.
+            ValueError: ``num_classes < 2``; ``alpha_max < 0``; ``warmup_ratio`` or
+                ``momentum`` outside ``[0, 1]``; bad temperature bounds; ``eps <= 0``;
+                unknown ``inference_rule``; unsupported ``reduction``.
+        """
+        super().__init__(reduction=reduction)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        if not (0 <= alpha_max < math.inf):
+            raise ValueError(f"alpha_max must be finite and >= 0, got {alpha_max}.")
+        if not (0 <= warmup_ratio <= 1):
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}.")
+        if not (0 <= momentum <= 1):
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
+        if not (0 < temperature_min < temperature_max < math.inf):
+            raise ValueError(
+                "temperature_min and temperature_max must satisfy 0 < temperature_min < "
+                f"temperature_max < inf, got {temperature_min} and {temperature_max}."
+            )
+        if not (0 < eps < 1):
+            raise ValueError(f"eps must be in (0, 1), got {eps}.")
+        self.num_classes = num_classes
+        self.alpha_max = float(alpha_max)
+        self.warmup_ratio = float(warmup_ratio)
+        self.momentum = float(momentum)
+        self.temperature_min = float(temperature_min)
+        self.temperature_max = float(temperature_max)
+        self.inference_rule = self._check_rule(inference_rule, "inference_rule")
+        self.reference_mode = bool(reference_mode)
+        self.sync_dist = bool(sync_dist)
+        self.eps = float(eps)
+        self.raw_temperatures = nn.Parameter(torch.full((num_classes,), math.log(math.e - 1.0)))
+        self.register_buffer(
+            "label_ema", torch.full((num_classes,), 1.0 / num_classes), persistent=True
+        )
+        self.register_buffer("alpha", torch.tensor(self.alpha_max), persistent=True)
+        self.register_buffer("progress", torch.zeros(()), persistent=True)
+
+    @staticmethod
+    def _check_rule(rule: str, name: str) -> str:
+        if rule not in _INFERENCE_RULES:
+            raise ValueError(f"{name} must be one of {list(_INFERENCE_RULES)}, got {rule!r}.")
+        return rule
+
+    def _temperatures(self) -> torch.Tensor:
+        """Per-class temperatures in the graph, shape ``(K,)``."""
+        return F.softplus(self.raw_temperatures).clamp(self.temperature_min, self.temperature_max)
+
+    @property
+    def temperatures(self) -> torch.Tensor:
+        """Current per-class temperatures :math:`T_c`, a detached ``(K,)`` tensor."""
+        with torch.no_grad():
+            return self._temperatures().detach()
+
+    @torch.no_grad()
+    def set_progress(self, progress: float) -> None:
+        """Set the training progress and the warm-up weight :math:`\\alpha`.
+
+        .. math::
+            \\alpha = \\begin{cases} \\alpha_{\\max} \\cdot \\text{progress} / \\max(w, 10^{-6})
+                & \\text{progress} < w\\\\ \\alpha_{\\max} & \\text{otherwise}\\end{cases}
+
+        with progress clipped to ``[0, 1]`` and ``w = warmup_ratio``. Call it every iteration
+        with ``global_step / total_steps``.
+
+        Args:
+            progress: fraction of training done.
+
+        Raises:
+            ValueError: ``progress`` is NaN.
+        """
+        progress = float(progress)
+        if math.isnan(progress):
+            raise ValueError("progress must be a number in [0, 1], got NaN.")
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.warmup_ratio:
+            alpha = self.alpha_max * progress / max(self.warmup_ratio, 1e-6)
+        else:
+            alpha = self.alpha_max
+        self.progress.fill_(progress)
+        self.alpha.fill_(alpha)
+
+    def scale_logits(
+        self, logits: torch.Tensor, rule: str | None = None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Divide each row of ``logits`` by a temperature chosen by ``rule`` (no label needed).
+
+        .. math::
+            \\text{none: } T = 1, \\quad
+            \\text{predicted: } T = T_{\\arg\\max_c z_c}, \\quad
+            \\text{expected: } T = \\textstyle\\sum_c \\mathrm{softmax}(z)_c\\, T_c, \\quad
+            \\text{oracle: } T = T_y.
+
+        ``"oracle"`` needs ``target`` and uses the label, which leaks it into probability-based
+        metrics; use it only to reproduce the reference's numbers. The temperatures are
+        detached (this is an inference transform).
+
+        Inputs:
+            logits: ``(B, K)``.
+            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``; only for
+                ``"oracle"``.
+
+        Args:
+            rule: one of ``"none"``, ``"predicted"``, ``"expected"``, ``"oracle"``; defaults to
+                ``self.inference_rule``.
+
+        Returns:
+            scaled logits, same shape and dtype as ``logits``.
+
+        Raises:
+            ValueError: unknown ``rule``; ``"oracle"`` without ``target``; bad shapes or values.
+        """
+        rule = self.inference_rule if rule is None else self._check_rule(rule, "rule")
+        check_logits_2d(logits, "logits")
+        self._check_num_classes(logits, "logits")
+        if rule == "none":
+            return logits.clone()
+        z = logits.to(accumulation_dtype(logits))
+        temps = self.temperatures.to(device=z.device, dtype=z.dtype)
+        if rule == "predicted":
+            t = temps[z.argmax(dim=1)]
+        elif rule == "expected":
+            t = torch.softmax(z, dim=1) @ temps
+        else:
+            if target is None:
+                raise ValueError(
+                    'rule="oracle" scales by the temperature of the true class and needs '
+                    "target; got target=None (use a label-free rule for inference)."
+                )
+            y = normalize_class_target(
+                target, self.num_classes, batch_size=z.shape[0], device=z.device
+            )
+            t = temps[y]
+        return (z / t.unsqueeze(1)).to(logits.dtype)
+
+    def _check_num_classes(self, x: torch.Tensor, name: str) -> None:
+        if x.shape[1] != self.num_classes:
+            raise ValueError(
+                f"{name} must have num_classes={self.num_classes} columns, got shape "
+                f"{tuple(x.shape)}."
+            )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Inputs:
+            input: logits of shape ``(B, K)``; fp16/bf16 are computed in float32.
+            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
+
+        Returns:
+            the loss, a scalar for ``"mean"``/``"sum"`` or ``(B,)`` for ``"none"``, in the
+            accumulation dtype (float32 for half-precision input).
+
+        Raises:
+            TypeError: non-tensor or non-floating ``input``; bad ``target`` dtype.
+            ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
+                class index outside ``[0, K)``.
+        """
+        check_logits_2d(input, "input")
+        self._check_num_classes(input, "input")
+        y = normalize_class_target(
+            target, self.num_classes, batch_size=input.shape[0], device=input.device
+        )
+        z = input.to(accumulation_dtype(input))
+        t_sample = self._temperatures().to(z.dtype)[y].unsqueeze(1)
+        ce, ent = scaled_ce_and_entropy(z, t_sample, y)
+        h_pred = ent.mean()
+        update = self.training or self.reference_mode
+
+        with torch.no_grad():
+            ema = self.label_ema
+            if update:
+                packed = torch.cat(
+                    [
+                        torch.bincount(y, minlength=self.num_classes).to(ema.dtype),
+                        ema.new_tensor([float(y.shape[0])]),
+                    ]
+                )
+                if self.sync_dist:
+                    packed = all_reduce_sum(packed)
+                batch_freq = packed[: self.num_classes] / packed[-1].clamp_min(1.0)
+                ema = self.momentum * ema + (1.0 - self.momentum) * batch_freq
+            f = ema.clamp_min(self.eps)
+            target_entropy = -(f * f.log()).sum()
+
+        alpha = self.alpha.to(ce.dtype)
+        penalty = alpha * (h_pred - target_entropy.to(ce.dtype)).square()
+        per_sample = ce + penalty
+        loss = reduce_per_sample(per_sample, self.reduction)
+        with torch.no_grad():
+            ce_mean = ce.detach().mean()
+            self.last_stats = {
+                "loss": ce_mean + penalty.detach(),
+                "ce": ce_mean,
+                "entropy": h_pred.detach(),
+                "target_entropy": target_entropy.detach(),
+                "alpha": alpha.detach().clone(),
+                "mean_temperature": t_sample.detach().mean(),
+            }
+        if update:
+            self._stage({"label_ema": ema})
+        return loss

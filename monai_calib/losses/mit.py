@@ -1,0 +1,360 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""MiT loss: learnable global temperature with a dual-averaged entropy weight (Pan & Wang, 2025)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.utils import LossReduction
+from torch import nn
+
+from monai_calib._utils import (
+    accumulation_dtype,
+    check_logits_2d,
+    normalize_class_target,
+    reduce_per_sample,
+)
+from monai_calib._utils.distributed import all_reduce_sum
+
+from ._stateful import StatefulLossBase
+
+__all__ = ["MiTLoss"]
+
+
+class _ScaledCEEntropy(torch.autograd.Function):
+    """Per-sample cross-entropy and predictive entropy of ``softmax(z / T)`` in one fused pass.
+
+    ``T`` is a 0-d tensor (one global temperature) or a ``(B, 1)`` tensor (one per sample). The
+    backward pass is written out so that autograd does not record the ~10 elementwise ops of the
+    plain formulation (this keeps the loss close to the cost of ``F.cross_entropy``). With
+    :math:`s = z / T`, :math:`p = \\mathrm{softmax}(s)`, :math:`H = -\\sum_j p_j \\log p_j` and
+    upstream gradients :math:`g_{ce}, g_{H}` of one sample:
+
+    .. math::
+        \\frac{\\partial \\ell}{\\partial s_j} = g_{ce}(p_j - [j = y])
+            - g_{H}\\, p_j (\\log p_j + H), \\qquad
+        \\frac{\\partial \\ell}{\\partial z} = \\frac{1}{T}\\frac{\\partial \\ell}{\\partial s},
+        \\qquad
+        \\frac{\\partial \\ell}{\\partial T} = -\\frac{1}{T}\\sum_j
+            \\frac{\\partial \\ell}{\\partial s_j} \\log p_j,
+
+    the last one because each row of :math:`\\partial \\ell / \\partial s` sums to zero, so
+    :math:`s_j` can be replaced by :math:`\\log p_j = s_j - \\mathrm{logsumexp}(s)`.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s = z / temperature
+        if s.is_cuda or s.shape[1] > 64:
+            logp = torch.log_softmax(s, dim=1)
+            entropy = -torch.linalg.vecdot(logp.exp(), logp)
+        else:
+            # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
+            shifted = s.sub_(s.amax(dim=1, keepdim=True))
+            e = shifted.exp()
+            sum_e = e.sum(dim=1)
+            log_z = sum_e.log()
+            # H = log Z - sum_j e_j * shifted_j / Z
+            entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
+            logp = shifted.sub_(log_z.unsqueeze(1))
+        ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+        ctx.save_for_backward(logp, temperature, target, entropy)
+        return ce, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_ce: torch.Tensor, grad_ent: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        logp, temperature, target, entropy = ctx.saved_tensors
+        # autograd materialises unused output gradients as zeros, so both are tensors here
+        # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
+        ds = logp + entropy.unsqueeze(1)
+        ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
+        ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
+        grad_z = grad_t = None
+        if ctx.needs_input_grad[1]:
+            if temperature.ndim == 0:
+                grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
+            else:
+                grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
+        if ctx.needs_input_grad[0]:
+            grad_z = ds.div_(temperature)
+        return grad_z, grad_t, None
+
+
+def scaled_ce_and_entropy(
+    z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(CE, entropy)`` of ``softmax(z / temperature)``, both of shape ``(B,)``.
+
+    Private helper shared by :py:class:`MiTLoss` and ``CCTEALLoss``; ``temperature`` is 0-d or
+    ``(B, 1)`` and is cast to ``z.dtype``. Differentiable w.r.t. ``z`` and ``temperature``.
+    """
+    return _ScaledCEEntropy.apply(z, temperature.to(z.dtype), target)
+
+
+class MiTLoss(StatefulLossBase):
+    """MiT loss: cross-entropy on temperature-scaled logits minus a dual-averaged entropy bonus.
+
+    A single learnable temperature :math:`T` scales the logits, and the predictive entropy is
+    rewarded with a weight :math:`\\lambda_t` that is the running mean of the (normalised,
+    positive part of the) gap between the label entropy :math:`H^*` and the batch-mean predictive
+    entropy. With label counts :math:`n` (Laplace prior: initialised to ones) updated by the
+    current batch before they are read:
+
+    .. math::
+        T &= \\mathrm{clip}(\\mathrm{softplus}(\\tau) + 10^{-6},\\; T_{\\min},\\; T_{\\max}),
+            \\qquad p_i = \\mathrm{softmax}(z_i / T)\\\\
+        \\pi &= n / \\textstyle\\sum_k n_k, \\qquad
+            H^* = -\\textstyle\\sum_k \\pi_k \\log \\max(\\pi_k, 10^{-12}), \\qquad
+            H_{\\max} = \\log(K + 10^{-12})\\\\
+        \\bar H &= \\frac1B \\textstyle\\sum_i H(p_i), \\qquad
+            d_t = \\max\\Big(0, \\frac{H^* - \\mathrm{sg}(\\bar H)}{\\max(H_{\\max}, 10^{-12})}
+            \\Big)\\\\
+        \\lambda_t &= \\mathrm{clip}\\Big(\\frac{(t-1)\\lambda_{t-1} + d_t}{t},\\; 0,\\;
+            \\lambda_{\\max}\\Big), \\qquad
+        \\mathcal L = \\frac1B \\textstyle\\sum_i \\big(-\\log p_{i, y_i}\\big)
+            - \\lambda_t \\bar H.
+
+    :math:`\\lambda_t` is a constant for autograd; gradients reach the network (through
+    :math:`z`) and the raw temperature :math:`\\tau` (``raw_temperature``) through both the
+    cross-entropy and :math:`\\bar H`.
+
+    **The optimizer must include** ``loss.parameters()`` (e.g.
+    ``Adam(list(net.parameters()) + list(loss.parameters()))``), otherwise :math:`T` never moves.
+
+    **Temperature initialisation.** The reference fits :math:`T` inside the loss constructor by
+    running the model over the training loader. Here the loss never sees a model: fit the
+    temperature on held-out logits with ``monai_calib.calibration.fit_temperature(logits, labels)``
+    (returns a float) and pass it to :py:meth:`set_temperature` (or use ``init_temperature``).
+
+    **State.** Persistent buffers ``label_counts`` ``(K,)``, ``dual_lambda`` ``()`` and ``step``
+    ``()`` (long) follow ``.to(device)`` and ``state_dict``. They change only in training mode;
+    in eval mode the committed :math:`\\lambda` and counts are used and nothing is staged. See
+    :py:class:`~monai_calib.losses._stateful.StatefulLossBase` for staging and
+    ``update_state_in_forward``. Under ``torch.distributed`` (with ``sync_dist=True``) the batch
+    label counts, the entropy sums and the batch sizes are summed over ranks in one all-reduce,
+    so :math:`H^*`, :math:`d_t` and :math:`\\lambda_t` are identical on every rank (the reference
+    is single-GPU); the :math:`\\bar H` term of the loss stays the local batch mean. The
+    all-reduce is a collective: in training mode every rank must call ``forward`` the same number
+    of times. ``label_counts`` is a float32 buffer, exact up to :math:`2^{24}` samples per class.
+
+    **Reference mode.** ``reference_mode=True`` restores the published behaviour of updating the
+    state on every call, including evaluation calls (the reference code has no ``self.training``
+    guard, so test labels leak into the counts and :math:`\\lambda`). Other reference quirks are
+    deliberately *not* reproduced: the reference stores the backbone inside the loss (so its
+    ``state_dict`` holds a copy of the model and the notebook's optimizer lists every backbone
+    parameter twice, giving two Adam updates per step), and it fits :math:`T` on a randomly
+    initialised head over augmented training data. The reference's initial :math:`\\lambda` of
+    0.1 has no effect (its step counter starts at 0, so :math:`\\lambda_1 = d_1`); this class
+    starts at :math:`\\lambda_0 = 0`, :math:`t = 0`, which gives the same sequence.
+
+    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
+    function with a hand-written backward (first-order gradients only: ``create_graph=True``
+    double backward is not supported).
+
+    Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
+    last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
+    (:math:`\\bar H`), ``target_entropy`` (:math:`H^*`), ``dual_lambda`` (the :math:`\\lambda`
+    used) and ``temperature``.
+
+    Reference:
+        Pan & Wang, "MiT: ...", Measurement Science and Technology 36(10) 105404, 2025,
+        doi:10.1088/1361-6501/ae08d8. Code: https://github.com/JEFfersusu/MiT_loss.
+
+    Example::
+
+        loss_fn = MiTLoss(num_classes=7)
+        loss_fn.set_temperature(fit_temperature(val_logits, val_labels))
+        opt = torch.optim.Adam(list(net.parameters()) + list(loss_fn.parameters()), lr=1e-4)
+        loss = loss_fn(net(x), y)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        init_temperature: float = 1.0,
+        lambda_max: float = 0.5,
+        temperature_min: float = 1e-3,
+        temperature_max: float = 500.0,
+        reference_mode: bool = False,
+        sync_dist: bool = True,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        """
+        Args:
+            num_classes: number of classes ``K`` (>= 2).
+            init_temperature: initial temperature, in ``[temperature_min, temperature_max]``.
+                Defaults to ``1.0``.
+            lambda_max: upper clip of the dual variable :math:`\\lambda`. Defaults to ``0.5``.
+            temperature_min: lower hard clamp of :math:`T`. Defaults to ``1e-3``.
+            temperature_max: upper hard clamp of :math:`T`. Defaults to ``500.0``.
+            reference_mode: update the state on every call, evaluation included, as the
+                published code does. Defaults to ``False``.
+            sync_dist: sum label counts and entropy statistics over ranks when
+                ``torch.distributed`` is initialised. Defaults to ``True``.
+            reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample
+                :math:`-\\log p_{i,y_i} - \\lambda_t H(p_i)`, shape ``(B,)``). Defaults to
+                ``"mean"``.
+
+        Raises:
+            TypeError: ``num_classes`` is not an int.
+            ValueError: ``num_classes < 2``; non-positive or non-finite temperature bounds or
+                ``temperature_min >= temperature_max``; ``init_temperature`` outside the bounds;
+                ``lambda_max < 0``; unsupported ``reduction``.
+        """
+        super().__init__(reduction=reduction)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        if not (0 < temperature_min < temperature_max < math.inf):
+            raise ValueError(
+                "temperature_min and temperature_max must satisfy 0 < temperature_min < "
+                f"temperature_max < inf, got {temperature_min} and {temperature_max}."
+            )
+        if not (temperature_min <= init_temperature <= temperature_max):
+            raise ValueError(
+                f"init_temperature must be in [{temperature_min}, {temperature_max}], got "
+                f"{init_temperature}."
+            )
+        if not (0 <= lambda_max < math.inf):
+            raise ValueError(f"lambda_max must be finite and >= 0, got {lambda_max}.")
+        self.num_classes = num_classes
+        self.lambda_max = float(lambda_max)
+        self.temperature_min = float(temperature_min)
+        self.temperature_max = float(temperature_max)
+        self.reference_mode = bool(reference_mode)
+        self.sync_dist = bool(sync_dist)
+        self.raw_temperature = nn.Parameter(torch.zeros(()))
+        self.set_temperature(init_temperature)
+        self.register_buffer("label_counts", torch.ones(num_classes), persistent=True)
+        self.register_buffer("dual_lambda", torch.zeros(()), persistent=True)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+
+    def _temperature(self) -> torch.Tensor:
+        """Temperature in the graph (differentiable w.r.t. ``raw_temperature``)."""
+        t = F.softplus(self.raw_temperature) + 1e-6
+        return t.clamp(self.temperature_min, self.temperature_max)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """Current temperature :math:`T`, a detached 0-d tensor."""
+        with torch.no_grad():
+            return self._temperature().detach()
+
+    @torch.no_grad()
+    def set_temperature(self, value: float) -> None:
+        """Set :math:`T` by writing the inverse softplus into ``raw_temperature``.
+
+        ``raw = log(max(expm1(value), 1e-12))``, so ``temperature`` reads back ``value + 1e-6``
+        (the softplus floor), up to the parameter's float precision.
+
+        Args:
+            value: the temperature, e.g. from ``monai_calib.calibration.fit_temperature``.
+
+        Raises:
+            ValueError: ``value`` is not finite and > 0.
+        """
+        value = float(value)
+        if not (0 < value < math.inf):
+            raise ValueError(f"temperature value must be finite and > 0, got {value}.")
+        if not (self.temperature_min <= value <= self.temperature_max):
+            warnings.warn(
+                f"temperature {value} is outside [{self.temperature_min}, {self.temperature_max}]"
+                " and will be clamped (with zero gradient) in forward.",
+                stacklevel=2,
+            )
+        if value < 30.0:
+            raw = math.log(max(math.expm1(value), 1e-12))
+        else:  # log(expm1(v)) without overflow
+            raw = value + math.log1p(-math.exp(-value))
+        self.raw_temperature.fill_(raw)
+
+    def scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Return ``logits / T`` (the inference transform matching training), same dtype.
+
+        Raises:
+            TypeError, ValueError: ``logits`` is not a finite floating ``(B, K)`` tensor.
+        """
+        check_logits_2d(logits, "logits")
+        return (logits / self.temperature.to(logits.device)).to(logits.dtype)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Inputs:
+            input: logits of shape ``(B, K)``; fp16/bf16 are computed in float32.
+            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
+
+        Returns:
+            the loss, a scalar for ``"mean"``/``"sum"`` or ``(B,)`` for ``"none"``, in the
+            accumulation dtype (float32 for half-precision input).
+
+        Raises:
+            TypeError: non-tensor or non-floating ``input``; bad ``target`` dtype.
+            ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
+                class index outside ``[0, K)``.
+        """
+        check_logits_2d(input, "input")
+        if input.shape[1] != self.num_classes:
+            raise ValueError(
+                f"input must have num_classes={self.num_classes} columns, got shape "
+                f"{tuple(input.shape)}."
+            )
+        y = normalize_class_target(
+            target, self.num_classes, batch_size=input.shape[0], device=input.device
+        )
+        z = input.to(accumulation_dtype(input))
+        temperature = self._temperature()
+        ce, ent = scaled_ce_and_entropy(z, temperature, y)
+        update = self.training or self.reference_mode
+
+        with torch.no_grad():
+            counts = self.label_counts
+            if update:
+                batch_counts = torch.bincount(y, minlength=self.num_classes).to(counts.dtype)
+                ent_stats = torch.stack(
+                    [ent.detach().sum().to(counts.dtype), counts.new_tensor(float(y.shape[0]))]
+                )
+                packed = torch.cat([batch_counts, ent_stats])
+                if self.sync_dist:
+                    packed = all_reduce_sum(packed)
+                counts = counts + packed[: self.num_classes]
+            pi = counts / counts.sum()
+            target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
+            if update:
+                mean_ent = packed[-2] / packed[-1]
+                h_max = max(math.log(self.num_classes + 1e-12), 1e-12)
+                d = ((target_entropy - mean_ent) / h_max).clamp_min(0.0)
+                step = self.step + 1
+                t = step.to(self.dual_lambda.dtype)
+                lam = ((t - 1) * self.dual_lambda + d.to(t.dtype)) / t
+                lam = lam.clamp(0.0, self.lambda_max)
+            else:
+                lam = self.dual_lambda
+
+        lam_c = lam.to(ce.dtype)
+        per_sample = ce - lam_c * ent
+        loss = reduce_per_sample(per_sample, self.reduction)
+        with torch.no_grad():
+            ce_mean = ce.detach().mean()
+            ent_mean = ent.detach().mean()
+            self.last_stats = {
+                "loss": ce_mean - lam_c * ent_mean,
+                "ce": ce_mean,
+                "entropy": ent_mean,
+                "target_entropy": target_entropy.detach(),
+                "dual_lambda": lam.detach().clone(),
+                "temperature": temperature.detach().clone(),
+            }
+        if update:
+            self._stage({"label_counts": counts, "dual_lambda": lam, "step": step})
+        return loss

@@ -1,0 +1,375 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Binned calibration errors (ECE, ACE, SCE, MCE, RMSCE) as functions and sufficient statistics.
+
+Everything here is built on one object, the per-bin *sufficient statistics*
+``stats[c, b] = [n_cb, sum of confidences, sum of correctness]`` of shape ``(C, M, 3)``
+(float64). Statistics of different batches, images or ranks simply add, so a pooled
+(dataset-level) calibration error over millions of voxels is exact at fixed memory:
+
+.. code-block:: python
+
+    stats = sum(calibration_statistics(p, y) for p, y in loader)
+    ece = calibration_error_from_statistics(stats)
+
+Bin convention (equal-width, ``M`` bins): right-closed bins :math:`(l_b, u_b]` with
+:math:`u_b = (b+1)/M`, except that a confidence of exactly 0 belongs to the first bin. The bin
+index of a confidence :math:`c` is :math:`\\min(\\max(\\lceil cM\\rceil - 1, 0), M - 1)`,
+computed in the input's floating point precision; 0.0 falls in bin 0 and 1.0 in bin ``M - 1``;
+there is never an extra bin (unlike torchmetrics 1.9, issue #3510). This matches the right-closed
+bins of the LS+ reference code (spec §6.4).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ._inputs import check_num_bins, check_option, prepare_multiclass, prepare_multilabel
+
+__all__ = [
+    "BINNINGS",
+    "CALIBRATION_TARGETS",
+    "NORMS",
+    "REDUCTIONS",
+    "calibration_error",
+    "calibration_error_from_statistics",
+    "calibration_statistics",
+]
+
+CALIBRATION_TARGETS = ("top_label", "classwise", "marginal")
+BINNINGS = ("equal_width", "equal_mass")
+REDUCTIONS = ("expected", "average", "maximum")
+NORMS = ("l1", "l2")
+
+
+def _equal_width_codes(p: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """``ceil(p * M)`` in ``[0, M]`` as a float tensor (``M + 1`` slots; 0 and 1 merge later).
+
+    Slot ``j = ceil(pM)`` holds the confidences in ``((j-1)/M, j/M]``; a confidence of exactly 0
+    lands in slot 0, which :func:`_accumulate` folds into the first bin, so bin ``b`` is slot
+    ``max(j, 1) - 1``, i.e. ``clamp(ceil(pM) - 1, 0, M - 1)``. Folding after the ``bincount``
+    saves two elementwise passes over the samples.
+    """
+    # inputs are validated to lie in [0, 1] (softmax/sigmoid outputs too), so no clamp is needed
+    return torch.mul(p, num_bins).ceil_()
+
+
+def _accumulate(
+    slots: torch.Tensor, conf: torch.Tensor, correct: torch.Tensor, groups: int, num_bins: int
+) -> torch.Tensor:
+    """``(groups, num_bins, 3)`` float64 ``[count, sum conf, sum correct]`` from slot codes.
+
+    ``slots`` (float, whole numbers) is ``group * (M + 1) + j`` with ``j`` in ``[0, M]``; the
+    correctness is folded into the same code (``+ groups * (M + 1)`` when correct), so one
+    unweighted ``bincount`` gives the counts of correct and wrong samples per bin (exact
+    integers) and one weighted ``bincount`` over the same code gives the confidence sums
+    (accumulated in float64). Codes are int32 (half the memory traffic of int64) when they fit.
+    """
+    width = num_bins + 1
+    size = groups * width
+    code = slots.add_(correct.reshape(slots.shape), alpha=size).reshape(-1)
+    code = code.to(torch.int32 if 2 * size < 2**31 else torch.int64)
+    counts = torch.bincount(code, minlength=2 * size).double().view(2, groups, width)
+    sums = torch.bincount(code, weights=conf.reshape(-1).double(), minlength=2 * size)
+    sums = sums.view(2, groups, width)
+    # slot 0 (confidence exactly 0) belongs to the first bin
+    counts[..., 1] += counts[..., 0]
+    sums[..., 1] += sums[..., 0]
+    counts, sums = counts[..., 1:], sums[..., 1:]
+    return torch.stack([counts[0] + counts[1], sums[0] + sums[1], counts[1]], dim=-1)
+
+
+def _class_view(x: torch.Tensor) -> torch.Tensor:
+    """``(B, K, *spatial)`` -> ``(K, N)`` with every voxel a column (a view for ``(B, K)``)."""
+    return x.movedim(1, 0).reshape(x.shape[1], -1)
+
+
+def _equal_mass_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Equal-mass bin index for each row of ``values`` ``(G, N)``.
+
+    A value's bin is ``floor(r * M / N)``, where ``r`` is the number of values in its row that
+    are *strictly smaller* (its rank, ties sharing the lowest rank). Without ties bin ``b``
+    therefore holds the ranks ``[ceil(bN/M), ceil((b+1)N/M))``: sizes differ by at most one and
+    the remainder is spread evenly over the bins. Tied values always share a bin (the result does
+    not depend on sample order); a bin that a large tie swallows leaves later bins empty.
+    """
+    n = values.shape[-1]
+    values = values.contiguous()
+    sorted_values = torch.sort(values, dim=-1).values.contiguous()
+    rank = torch.searchsorted(sorted_values, values, right=False)
+    return torch.div(rank * num_bins, max(n, 1), rounding_mode="floor")
+
+
+def calibration_statistics(
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_bins: int = 15,
+    target: Literal["top_label", "classwise", "marginal"] = "top_label",
+    logits: bool = False,
+    binning: Literal["equal_width", "equal_mass"] = "equal_width",
+) -> torch.Tensor:
+    """Per-bin sufficient statistics ``[count, sum of confidences, sum of correctness]``.
+
+    For group :math:`c` and bin :math:`b` (set of samples :math:`B_{cb}`):
+
+    .. math::
+
+        S_{cb} = \\Big[\\, |B_{cb}|,\\ \\sum_{i \\in B_{cb}} q_{ic},\\
+        \\sum_{i \\in B_{cb}} a_{ic} \\,\\Big]
+
+    where, per ``target``:
+
+    - ``"top_label"`` (``C = 1``): :math:`q_i = \\max_k p_{ik}` and
+      :math:`a_i = 1[\\arg\\max_k p_{ik} = y_i]` (argmax ties: the first maximal class);
+    - ``"classwise"`` (``C = K``, one-vs-rest of a softmax): :math:`q_{ik} = p_{ik}`,
+      :math:`a_{ik} = 1[y_i = k]`;
+    - ``"marginal"`` (``C = K``, multi-label sigmoid outputs): :math:`q_{ik} = p_{ik}`,
+      :math:`a_{ik} = y_{ik}`.
+
+    Equal-width statistics are additive: the statistics of a concatenation of batches are the sum
+    of the batches' statistics, which is how the metric streams and reduces over DDP ranks.
+    Computed with one ``bincount`` over the flattened ``(c, bin)`` index (plus one weighted pass
+    for the confidence sums), without any Python loop over bins, classes or images.
+
+    Args:
+        y_pred: probabilities (or logits with ``logits=True``), class axis at dim 1.
+        y: labels, see Inputs.
+        num_bins: number of bins ``M``. Defaults to 15.
+        target: ``"top_label"`` (default), ``"classwise"`` or ``"marginal"``.
+        logits: ``y_pred`` holds logits: softmax over dim 1 (sigmoid for ``"marginal"``).
+        binning: ``"equal_width"`` (default; bins :math:`(b/M, (b+1)/M]`, 0.0 in the first bin,
+            additive across batches) or ``"equal_mass"`` (see :func:`calibration_error`; these
+            statistics describe one fixed set of samples and must **not** be summed across
+            batches).
+
+    Inputs:
+        - ``y_pred``: ``(B, K)`` or ``(B, K, *spatial)``; every voxel is a sample. ``K >= 2``
+          for ``"top_label"``/``"classwise"`` (rows sum to 1), ``K >= 1`` for ``"marginal"``.
+        - ``y``: for ``"top_label"``/``"classwise"`` class indices ``(B, *spatial)`` or
+          ``(B, 1, *spatial)``, or one-hot of ``y_pred``'s shape; for ``"marginal"`` multi-hot of
+          ``y_pred``'s shape.
+
+    Returns:
+        float64 tensor of shape ``(C, num_bins, 3)`` on ``y_pred``'s device.
+
+    Raises:
+        ValueError: invalid option, shapes, labels or probabilities (see
+            :func:`calibration_error`).
+        TypeError: non-tensor inputs, non-floating ``y_pred``, boolean class indices.
+    """
+    target = check_option(target, "target", CALIBRATION_TARGETS)
+    binning = check_option(binning, "binning", BINNINGS)
+    num_bins = check_num_bins(num_bins)
+
+    if target == "marginal":
+        probs, truth = prepare_multilabel(y_pred, y, logits=logits)
+    else:
+        probs, labels = prepare_multiclass(y_pred, y, logits=logits)
+
+    if target == "top_label":
+        conf, pred = probs.max(dim=1)
+        correct = pred == labels
+        if binning == "equal_width":
+            slots = _equal_width_codes(conf, num_bins)
+        else:
+            slots = _equal_mass_bins(conf.reshape(1, -1), num_bins).add_(1).to(conf.dtype)
+        return _accumulate(slots, conf, correct, 1, num_bins)
+
+    num_classes = probs.shape[1]
+    width = num_bins + 1
+    if binning == "equal_width":
+        conf = probs
+        slots = _equal_width_codes(probs, num_bins)
+        offset_shape = (1, num_classes) + (1,) * (probs.ndim - 2)
+        classes = torch.arange(num_classes, device=probs.device).view(offset_shape)
+        slots += (classes * width).to(slots.dtype)
+        if target == "classwise":
+            correct = labels.unsqueeze(1) == classes
+        else:
+            correct = truth.bool()
+    else:
+        conf = _class_view(probs)
+        classes = torch.arange(num_classes, device=probs.device).unsqueeze(1)
+        slots = _equal_mass_bins(conf, num_bins).add_(classes * width + 1).to(torch.float64)
+        if target == "classwise":
+            correct = labels.reshape(1, -1) == classes
+        else:
+            correct = _class_view(truth).bool()
+    return _accumulate(slots, conf, correct, num_classes, num_bins)
+
+
+def calibration_error_from_statistics(
+    stats: torch.Tensor,
+    *,
+    reduction: Literal["expected", "average", "maximum"] = "expected",
+    norm: Literal["l1", "l2"] = "l1",
+    average: bool = True,
+) -> torch.Tensor:
+    """Calibration error from per-bin sufficient statistics (see :func:`calibration_statistics`).
+
+    With :math:`n_{cb}` samples in bin :math:`b` of group :math:`c`,
+    :math:`N_c = \\sum_b n_{cb}`, bin accuracy :math:`\\mathrm{acc}_{cb}` and mean confidence
+    :math:`\\mathrm{conf}_{cb}`, :math:`g_{cb} = |\\mathrm{acc}_{cb} - \\mathrm{conf}_{cb}|`, and
+    :math:`\\mathcal{B}_c` the non-empty bins:
+
+    .. math::
+
+        \\text{expected, l1 (ECE)}:\\ \\sum_b \\frac{n_{cb}}{N_c} g_{cb} \\qquad
+        \\text{expected, l2 (RMSCE)}:\\ \\sqrt{\\sum_b \\frac{n_{cb}}{N_c} g_{cb}^2}
+
+        \\text{average, l1}:\\ \\frac{1}{|\\mathcal{B}_c|}\\sum_{b\\in\\mathcal{B}_c} g_{cb} \\qquad
+        \\text{average, l2}:\\ \\sqrt{\\frac{1}{|\\mathcal{B}_c|}
+        \\sum_{b\\in\\mathcal{B}_c} g_{cb}^2}
+
+        \\text{maximum (MCE)}:\\ \\max_{b\\in\\mathcal{B}_c} g_{cb}
+        \\quad(\\text{the same for l1 and l2, } \\max_b \\sqrt{g^2} = \\max_b g)
+
+    Empty bins are excluded (their weight is 0 for ``"expected"``; they are skipped by
+    ``"average"`` and ``"maximum"``). A group without any sample gives NaN. ``expected``/``l2``
+    is torchmetrics' ``norm="l2"`` (without debiasing); ``maximum`` is torchmetrics'
+    ``norm="max"``.
+
+    Multi-label reductions built on these statistics: *macro* = the mean of the per-label errors
+    (``average=True``); *micro* = pool the statistics over labels first,
+    ``calibration_error_from_statistics(stats.sum(0, keepdim=True))``, i.e. every
+    (sample, label) pair is one sample of a single reliability diagram; *prevalence-weighted* =
+    weight the per-label errors of ``average=False`` by label prevalence.
+
+    Args:
+        stats: ``(C, M, 3)`` statistics (``(M, 3)`` is read as ``C = 1``); they may be the sum of
+            the statistics of many batches.
+        reduction: bin reduction ``"expected"`` (default), ``"average"`` or ``"maximum"``.
+        norm: ``"l1"`` (default) or ``"l2"``.
+        average: return the mean over the ``C`` groups (default; for ``C = 1`` the top-label
+            value, for ``"classwise"`` the static calibration error SCE) or, if False, the
+            per-group errors of shape ``(C,)``.
+
+    Returns:
+        float64 tensor: 0-d if ``average`` else ``(C,)``. NaN when a group has no sample (with
+        ``average=True`` a NaN group makes the mean NaN).
+
+    Raises:
+        ValueError: bad ``stats`` shape, negative counts, or an invalid option.
+        TypeError: ``stats`` is not a tensor.
+    """
+    reduction = check_option(reduction, "reduction", REDUCTIONS)
+    norm = check_option(norm, "norm", NORMS)
+    if not isinstance(stats, torch.Tensor):
+        raise TypeError(f"stats must be a torch.Tensor, got {type(stats).__name__}.")
+    if stats.ndim == 2:
+        stats = stats.unsqueeze(0)
+    if stats.ndim != 3 or stats.shape[-1] != 3 or stats.shape[1] < 1:
+        raise ValueError(
+            "stats must have shape (C, num_bins, 3) holding [count, sum of confidences, sum of "
+            f"correctness] per bin, got shape {tuple(stats.shape)}."
+        )
+    stats = stats.double()
+    count, sum_conf, sum_correct = stats.unbind(-1)
+    if bool((count < 0).any()):
+        raise ValueError("stats holds negative bin counts; expected counts >= 0.")
+    nonempty = count > 0
+    total = count.sum(-1)
+    diff = sum_correct - sum_conf  # n_b * (acc_b - conf_b)
+    safe = torch.where(nonempty, count, torch.ones_like(count))
+    gap = torch.where(nonempty, diff.abs() / safe, torch.zeros_like(count))
+    nan = torch.full_like(total, float("nan"))
+    if reduction == "expected":
+        if norm == "l1":
+            per = diff.abs().sum(-1) / total
+        else:
+            per = torch.sqrt((gap * gap * count).sum(-1) / total)
+    elif reduction == "average":
+        n_nonempty = nonempty.sum(-1).double()
+        if norm == "l1":
+            per = gap.sum(-1) / n_nonempty
+        else:
+            per = torch.sqrt((gap * gap).sum(-1) / n_nonempty)
+    else:
+        per = torch.where(nonempty, gap, torch.full_like(gap, -1.0)).amax(-1)
+    per = torch.where(total > 0, per, nan)
+    return per.mean() if average else per
+
+
+def calibration_error(
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_bins: int = 15,
+    binning: Literal["equal_width", "equal_mass"] = "equal_width",
+    target: Literal["top_label", "classwise", "marginal"] = "top_label",
+    reduction: Literal["expected", "average", "maximum"] = "expected",
+    norm: Literal["l1", "l2"] = "l1",
+    logits: bool = False,
+) -> torch.Tensor:
+    """Pooled binned calibration error (ECE / ACE / SCE / MCE / RMSCE) over all samples.
+
+    Three independent axes name the estimator (the name "ACE" is ambiguous in the literature:
+    *adaptive* = ``binning="equal_mass"``, *average* = ``reduction="average"``):
+
+    - ``binning``: ``"equal_width"`` bins :math:`(b/M, (b+1)/M]` (0.0 in the first bin, 1.0 in
+      the last, no extra bin) or ``"equal_mass"`` (adaptive, Nixon et al. 2019): per group, the
+      samples are ranked by confidence and sample of rank :math:`r` goes to bin
+      :math:`\\lfloor rM/N \\rfloor`, so bins hold :math:`\\lfloor N/M\\rfloor` or
+      :math:`\\lceil N/M\\rceil` samples with the remainder spread evenly; tied confidences share
+      the bin of their lowest rank, which keeps every sample in exactly one bin and makes the
+      result independent of sample order (a large tie can leave later bins empty).
+    - ``target``: ``"top_label"`` (max probability vs correctness of the argmax),
+      ``"classwise"`` (static calibration error SCE: per class :math:`k`, :math:`p_k` vs
+      :math:`1[y=k]`, then the mean over classes) or ``"marginal"`` (multi-label: each label's
+      sigmoid probability vs its binary label, then the mean over labels).
+    - ``reduction`` over bins and ``norm``: see :func:`calibration_error_from_statistics`.
+
+    .. math::
+
+        \\mathrm{ECE} = \\sum_{b=1}^{M} \\frac{n_b}{N}\\,
+        \\big|\\mathrm{acc}_b - \\mathrm{conf}_b\\big|
+
+    With ``binning="equal_width"`` this equals
+    ``calibration_error_from_statistics(calibration_statistics(...))``.
+
+    Args:
+        y_pred: probabilities (rows summing to 1 over dim 1 for ``"top_label"`` /
+            ``"classwise"``; independent per-label probabilities for ``"marginal"``), or logits
+            with ``logits=True``.
+        y: labels, see Inputs.
+        num_bins: number of bins ``M``. Defaults to 15 (LS+ reference).
+        binning: ``"equal_width"`` (default) or ``"equal_mass"``.
+        target: ``"top_label"`` (default), ``"classwise"`` or ``"marginal"``.
+        reduction: ``"expected"`` (default), ``"average"`` or ``"maximum"``.
+        norm: ``"l1"`` (default) or ``"l2"``.
+        logits: ``y_pred`` holds logits; softmax over dim 1 is applied (sigmoid for
+            ``"marginal"``). Use it rather than passing unnormalised scores as probabilities.
+
+    Inputs:
+        - ``y_pred``: ``(B, K)`` classification or ``(B, K, *spatial)`` dense (every voxel is a
+          sample; the result is pooled over all of them, unlike MONAI's per-image
+          ``CalibrationErrorMetric``). ``K >= 2`` except for ``"marginal"`` (``K >= 1``).
+        - ``y``: ``"top_label"``/``"classwise"``: class indices ``(B, *spatial)`` or
+          ``(B, 1, *spatial)`` (integer or whole-number float) or one-hot of ``y_pred``'s shape;
+          ``"marginal"``: multi-hot (0/1) of ``y_pred``'s shape.
+
+    Returns:
+        0-d float64 tensor; NaN when there is no sample (all bins empty).
+
+    Raises:
+        ValueError: an invalid option or ``num_bins``; ``y_pred`` with fewer than 2 dims or too
+            few classes; ``y`` of the wrong shape, class indices outside ``[0, K)``, non-binary
+            one-hot/multi-hot values; NaN/Inf; probabilities outside [0, 1]; softmax
+            probabilities whose rows do not sum to 1 within ``max(1e-3, K * eps(dtype))``.
+        TypeError: non-tensor inputs, non-floating ``y_pred``, boolean class indices.
+
+    References:
+        Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
+        Nixon et al., "Measuring Calibration in Deep Learning", CVPR Workshops 2019.
+        Kumar et al., "Verified Uncertainty Calibration", NeurIPS 2019 (l2 / RMSCE).
+    """
+    binning = check_option(binning, "binning", BINNINGS)
+    reduction = check_option(reduction, "reduction", REDUCTIONS)
+    norm = check_option(norm, "norm", NORMS)
+    stats = calibration_statistics(
+        y_pred, y, num_bins=num_bins, target=target, logits=logits, binning=binning
+    )
+    return calibration_error_from_statistics(stats, reduction=reduction, norm=norm)

@@ -1,0 +1,142 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Small synthetic data sets written in the exact real layouts (for tests; no network)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def write_medmnist_npz(
+    root: str | os.PathLike,
+    flag: str = "breastmnist",
+    sizes: tuple[int, int, int] = (48, 24, 24),
+    image_size: int = 28,
+    channels: int = 1,
+    num_classes: int = 2,
+    multi_label: bool = False,
+    seed: int = 0,
+) -> str:
+    """Write ``{flag}.npz`` (or ``{flag}_{size}.npz``) with MedMNIST's keys, dtypes and shapes.
+
+    Images are ``uint8`` ``(N, H, W)`` (``channels == 1``) or ``(N, H, W, 3)``; labels ``uint8``
+    ``(N, 1)`` (or ``(N, K)`` multi-hot). The class shifts the mean intensity so a network can
+    learn something in one epoch.
+    """
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for split, n in zip(("train", "val", "test"), sizes):
+        if multi_label:
+            labels = (rng.random((n, num_classes)) < 0.3).astype(np.uint8)
+            level = labels.mean(axis=1)
+        else:
+            labels = rng.integers(0, num_classes, size=(n, 1)).astype(np.uint8)
+            level = labels[:, 0] / max(num_classes - 1, 1)
+        shape = (n, image_size, image_size) + ((3,) if channels == 3 else ())
+        noise = rng.normal(0.0, 30.0, size=shape)
+        base = (60 + 120 * level).reshape((n,) + (1,) * (len(shape) - 1))
+        arrays[f"{split}_images"] = np.clip(base + noise, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels
+    fname = f"{flag}.npz" if image_size == 28 else f"{flag}_{image_size}.npz"
+    path = os.path.join(os.fspath(root), fname)
+    os.makedirs(os.fspath(root), exist_ok=True)
+    ordered = {
+        k: arrays[k]
+        for k in (
+            "train_images",
+            "val_images",
+            "test_images",
+            "train_labels",
+            "val_labels",
+            "test_labels",
+        )
+    }
+    np.savez_compressed(path, **ordered)
+    return path
+
+
+PAD_UFES20_COLUMNS = (
+    "patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother", "age",
+    "pesticide", "gender", "skin_cancer_history", "cancer_history", "has_piped_water",
+    "has_sewage_system", "fitspatrick", "region", "diameter_1", "diameter_2", "diagnostic",
+    "itch", "grew", "hurt", "changed", "bleed", "elevation", "img_id", "biopsed",
+)  # fmt: skip
+
+
+def write_pad_ufes20_folder(
+    root: str | os.PathLike,
+    num_patients: int = 12,
+    images_per_patient: int | tuple[int, ...] = (1, 2, 3),
+    sizes: tuple[tuple[int, int], ...] = ((30, 40), (36, 24), (32, 32), (45, 27)),
+    rgba_every: int = 3,
+    subfolders: bool = False,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Write PAD-UFES-20's layout: ``metadata.csv`` (its 26 columns) and ``images/<img_id>``.
+
+    Patient ``p`` (``PAT_<p+1>``) gets ``images_per_patient[p % len]`` images; image ``k``
+    (counted over the whole folder) has diagnostic ``CLASSES[k % 6]`` so every class occurs,
+    size ``sizes[k % len]`` (``(H, W)``, mixed) and mode RGBA when ``k % rgba_every == 0``
+    (RGB otherwise). The class shifts the mean intensity so a network can learn something.
+    ``subfolders`` spreads the PNGs over ``images/imgs_part_{1,2}`` like the official archive.
+
+    Returns:
+        the rows written, ``{"patient_id", "img_id", "diagnostic", "label", "size", "mode"}``.
+    """
+    import csv
+
+    from PIL import Image
+
+    classes = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
+    per = (images_per_patient,) if isinstance(images_per_patient, int) else images_per_patient
+    rng = np.random.default_rng(seed)
+    root = os.fspath(root)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    written: list[dict[str, object]] = []
+    csv_rows: list[dict[str, str]] = []
+    k = 0
+    for p in range(num_patients):
+        pid = f"PAT_{p + 1}"
+        for j in range(per[p % len(per)]):
+            label = k % len(classes)
+            h, w = sizes[k % len(sizes)]
+            mode = "RGBA" if rgba_every and k % rgba_every == 0 else "RGB"
+            level = 40 + 170 * label / (len(classes) - 1)
+            arr = np.clip(level + rng.normal(0.0, 25.0, size=(h, w, 3)), 0, 255).astype(np.uint8)
+            if mode == "RGBA":
+                alpha = rng.integers(0, 256, size=(h, w, 1), dtype=np.uint8)
+                arr = np.concatenate([arr, alpha], axis=-1)
+            lesion = 1000 + 10 * p + j
+            img_id = f"{pid}_{lesion}_{k + 100}.png"
+            folder = os.path.join(root, "images", f"imgs_part_{1 + k % 2}" if subfolders else "")
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(arr, mode=mode).save(os.path.join(folder, img_id))
+            row = dict.fromkeys(PAD_UFES20_COLUMNS, "")
+            row.update(
+                patient_id=pid,
+                lesion_id=str(lesion),
+                age=str(30 + p),
+                region="FACE",
+                diagnostic=classes[label],
+                img_id=img_id,
+                biopsed="True",
+            )
+            csv_rows.append(row)
+            written.append(
+                {
+                    "patient_id": pid,
+                    "img_id": img_id,
+                    "diagnostic": classes[label],
+                    "label": label,
+                    "size": (h, w),
+                    "mode": mode,
+                }
+            )
+            k += 1
+    with open(os.path.join(root, "metadata.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAD_UFES20_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    return written
