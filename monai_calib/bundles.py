@@ -9,7 +9,14 @@ from pathlib import Path
 
 __all__ = ["BUNDLE_NAMES", "bundle_dir", "require_file"]
 
-BUNDLE_NAMES = ("medmnist_classification", "pad_ufes20_classification")
+BUNDLE_NAMES = (
+    "medmnist_classification",
+    "pad_ufes20_classification",
+    "cell_segmentation",
+    "organ_segmentation",
+    "chestmnist_multilabel",
+    "rfmid_multilabel",
+)
 
 
 def _bundles_root() -> Path:
@@ -36,7 +43,9 @@ def bundle_dir(name: str) -> str:
     cand = root / name
     if (cand / "configs").is_dir():
         return str(cand)
-    found = sorted(d.name for d in root.iterdir() if (d / "configs").is_dir()) if root.is_dir() else []
+    found = (
+        sorted(d.name for d in root.iterdir() if (d / "configs").is_dir()) if root.is_dir() else []
+    )
     raise FileNotFoundError(
         f"bundle {name!r} not found: expected a folder with configs/ or one of {found} under "
         f"{str(root)!r}."

@@ -27,7 +27,7 @@ def write_medmnist_npz(
     """
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
-    for split, n in zip(("train", "val", "test"), sizes):
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
         if multi_label:
             labels = (rng.random((n, num_classes)) < 0.3).astype(np.uint8)
             level = labels.mean(axis=1)
@@ -140,3 +140,58 @@ def write_pad_ufes20_folder(
         writer.writeheader()
         writer.writerows(csv_rows)
     return written
+
+
+RFMID_SPLITS = {
+    "train": ("Training_Set", "Training", "RFMiD_Training_Labels.csv"),
+    "val": ("Evaluation_Set", "Validation", "RFMiD_Validation_Labels.csv"),
+    "test": ("Test_Set", "Test", "RFMiD_Testing_Labels.csv"),
+}
+
+
+def write_rfmid_folder(
+    root: str | os.PathLike,
+    sizes: tuple[int, int, int] = (32, 16, 16),
+    diseases: tuple[str, ...] = ("DR", "ARMD", "MH", "DN", "MYA", "BRVO"),
+    image_shapes: tuple[tuple[int, int], ...] = ((40, 60), (36, 48)),
+    seed: int = 0,
+) -> dict[str, tuple[str, str]]:
+    """Write RFMiD's official layout: per split ``<Split_Set>/<Folder>/<ID>.png`` and the CSV.
+
+    Splits (``RFMID_SPLITS``): ``Training_Set/Training`` + ``RFMiD_Training_Labels.csv``,
+    ``Evaluation_Set/Validation`` + ``RFMiD_Validation_Labels.csv``, ``Test_Set/Test`` +
+    ``RFMiD_Testing_Labels.csv``; columns ``ID, Disease_Risk, <diseases...>`` (0/1), IDs
+    numbered from 1 per split as in the release, ``Disease_Risk`` = any disease. RGB images of
+    mixed sizes ``image_shapes`` (H, W); each disease brightens its own horizontal band so a
+    network can learn something.
+
+    Returns:
+        ``{split: (image_dir, csv_path)}``.
+    """
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = os.fspath(root)
+    out: dict[str, tuple[str, str]] = {}
+    for (split, (set_dir, img_dir, csv_name)), n in zip(RFMID_SPLITS.items(), sizes, strict=True):
+        image_dir = os.path.join(root, set_dir, img_dir)
+        os.makedirs(image_dir, exist_ok=True)
+        csv_path = os.path.join(root, set_dir, csv_name)
+        labels = (rng.random((n, len(diseases))) < 0.35).astype(int)
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "Disease_Risk", *diseases])
+            for i in range(n):
+                w.writerow([i + 1, int(labels[i].any()), *labels[i].tolist()])
+                h, wd = image_shapes[i % len(image_shapes)]
+                arr = rng.normal(60.0, 20.0, size=(h, wd, 3))
+                for k, present in enumerate(labels[i]):
+                    if present:
+                        band = slice(k * h // len(diseases), (k + 1) * h // len(diseases))
+                        arr[band] += 120.0
+                img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="RGB")
+                img.save(os.path.join(image_dir, f"{i + 1}.png"))
+        out[split] = (image_dir, csv_path)
+    return out

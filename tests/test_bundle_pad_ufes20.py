@@ -64,6 +64,39 @@ def test_overlays_are_the_medmnist_bundles():
         assert json.loads((CONFIGS / path.name).read_text()) == json.loads(path.read_text())
 
 
+@pytest.mark.parametrize("name", ["evaluate.json", "multi_gpu_train.json", "logging.conf"])
+def test_shared_configs_are_the_medmnist_bundles(name):
+    assert (CONFIGS / name).read_text() == (MEDMNIST_CONFIGS / name).read_text()
+
+
+# ids whose value is PAD-UFES-20's own; every other id must equal the MedMNIST bundle's
+OWN_IDS = {"bundle_root", "dataset_flag", "image_size", "task_info", "dataset"}
+MEDMNIST_ONLY = {"download"}
+PAD_ONLY = {"val_fraction", "test_fraction", "split_seed", "cache_images"}
+
+
+def _compare_tree(pad, med, path=""):
+    assert set(pad) - PAD_ONLY == set(med) - MEDMNIST_ONLY, path or "top level"
+    for key in set(pad) & set(med):
+        if key in OWN_IDS:
+            continue
+        if isinstance(pad[key], dict) and isinstance(med[key], dict):
+            _compare_tree(pad[key], med[key], f"{path}#{key}")
+        else:
+            assert pad[key] == med[key], f"{path}#{key}"
+
+
+@pytest.mark.parametrize("name", ["train.json", "inference.json"])
+def test_structure_mirrors_the_medmnist_bundle(name):
+    pad = json.loads((CONFIGS / name).read_text())
+    med = json.loads((MEDMNIST_CONFIGS / name).read_text())
+    _compare_tree(pad, med)
+    assert pad["bundle_root"] == "$monai_calib.bundles.bundle_dir('pad_ufes20_classification')"
+    sections = [pad["train"], pad["validate"]] if name == "train.json" else [pad]
+    for section in sections:
+        assert section["dataset"]["_target_"] == "monai_calib.data.PADUFES20Dataset"
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.json")))
 def test_config_parses_and_targets_resolve(name):
     from monai.bundle.config_item import ComponentLocator
@@ -91,6 +124,17 @@ def test_verify_metadata():
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == len(PAD_UFES20_CLASSES)
     assert list(out["channel_def"].values()) == list(PAD_UFES20_CLASSES)
+
+
+def test_verify_net_in_out():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        device="cpu",
+    )
 
 
 def test_config_ids_users_override_exist():

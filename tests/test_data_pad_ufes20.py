@@ -309,3 +309,24 @@ def test_bad_options(folder, kwargs, match):
 def test_bad_image_size(folder, size):
     with pytest.raises(ValueError, match="image_size"):
         PADUFES20Dataset(folder[0], "train", image_size=size)
+
+
+def test_image_in_two_subfolders_is_an_error_only_if_used(tmp_path):
+    rows = write_pad_ufes20_folder(tmp_path, num_patients=4, images_per_patient=2, subfolders=True)
+    images = tmp_path / "images"
+    stray = images / "imgs_part_3"
+    stray.mkdir()
+    (stray / "unrelated.png").write_bytes((images / "imgs_part_1" / rows[0]["img_id"]).read_bytes())
+    shutil.copy(images / "imgs_part_1" / rows[0]["img_id"], images / "unrelated.png")
+    assert len(pad_ufes20_datalist(str(tmp_path), "all")) == len(rows)  # unused duplicate: fine
+    shutil.copy(images / "imgs_part_1" / rows[0]["img_id"], stray / rows[0]["img_id"])
+    with pytest.raises(ValueError, match=f"{re.escape(rows[0]['img_id'])}.*more than once"):
+        pad_ufes20_datalist(str(tmp_path), "all")
+
+
+def test_empty_patient_id_cell(copy):
+    header, rows = _read_csv(copy)
+    rows[5]["patient_id"] = " "
+    _write_csv(copy, header, rows)
+    with pytest.raises(ValueError, match="line 7: empty"):
+        pad_ufes20_datalist(copy)

@@ -179,7 +179,10 @@ def test_ddp_state_is_rank_consistent_and_equals_union(rank_states):
             assert torch.equal(r0["loss.label_counts"], reference["loss.label_counts"])
             assert torch.equal(r0["loss.step"], reference["loss.step"])
             assert float(reference["loss.dual_lambda"]) > 0
-            assert 0.05 < abs(float(reference["loss.raw_temperature"]) - 0.3)  # init ran
+            # the fitted start temperature is far from init_temperature=0.3 (the ranks match
+            # the reference only if they fitted it on the union of their shards)
+            t_final = float(nn.functional.softplus(reference["loss.raw_temperature"]))
+            assert abs(t_final - 0.3) > 0.1
             for key in r0:
                 torch.testing.assert_close(r0[key], reference[key], rtol=1e-5, atol=1e-6)
         else:

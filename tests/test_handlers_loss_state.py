@@ -380,3 +380,23 @@ def test_handlers_from_bundle_config():
     loss = parser.get_parsed_content("loss")
     assert int(loss.step) == len(make_loader())
     assert loss.update_state_in_forward is False
+
+
+def test_one_update_per_iteration_with_gradient_accumulation():
+    loss = MiTLoss(K)
+    net, loader = make_net(), make_loader()
+    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
+    trainer = SupervisedTrainer(
+        device=CPU,
+        max_epochs=EPOCHS,
+        train_data_loader=loader,
+        network=net,
+        optimizer=opt,
+        loss_function=loss,
+        accumulation_steps=2,
+        train_handlers=[LossStateUpdater(loss)],
+    )
+    trainer.run()
+    assert int(loss.step) == trainer.state.iteration == EPOCHS * len(loader)
+    y = torch.cat([yb for _, yb in loader])
+    assert torch.equal(loss.label_counts, 1.0 + EPOCHS * torch.bincount(y, minlength=K).float())

@@ -31,10 +31,11 @@ def reference_dca(z: torch.Tensor, y: torch.Tensor, beta: float) -> list:
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("beta", [0.0, 1.0, 10.0])
-def test_matches_reference(reduction: str, beta: float) -> None:
+@pytest.mark.parametrize("k", [4, 20])  # both log-softmax code paths (K <= 16 and K > 16)
+def test_matches_reference(reduction: str, beta: float, k: int) -> None:
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(11, 4, generator=g, dtype=torch.float64) * 2
-    y = torch.randint(0, 4, (11,), generator=g)
+    z = torch.randn(11, k, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, k, (11,), generator=g)
     loss = DCALoss(beta=beta, reduction=reduction)(z, y)
     v = torch.tensor(reference_dca(z, y, beta), dtype=torch.float64)
     expected = {"mean": v.mean(), "sum": v.sum(), "none": v}[reduction]

@@ -45,6 +45,16 @@ def test_matches_reference(reduction: str, mix: float) -> None:
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
 
 
+def test_matches_reference_many_classes() -> None:
+    # K > 16 takes the fused log_softmax code path
+    prior = [0.3 + 0.03 * i for i in range(20)]
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(9, 20, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 20, (9,), generator=g)
+    v = torch.tensor(reference_ls_plus(z, y, prior, 0.5), dtype=torch.float64)
+    torch.testing.assert_close(LSPlusLoss(prior, reduction="none")(z, y), v, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("mix", [0.0, 0.5])
 def test_gradcheck(reduction: str, mix: float) -> None:
@@ -88,6 +98,9 @@ def test_prior_clamp_warns_and_buffer() -> None:
         fn.set_class_prior(torch.tensor([0.5, 0.6, 0.7]))
         LSPlusLoss([0.9, 0.8])
     torch.testing.assert_close(fn.class_prior, torch.tensor([0.5, 0.6, 0.7], dtype=torch.float64))
+    fn.set_class_prior([0.6, 0.7, 0.8, 0.9])  # another K: the buffer is replaced
+    assert fn.class_prior.shape == (4,) and "class_prior" in dict(fn.named_buffers())
+    assert fn(torch.randn(2, 4), torch.tensor([0, 3])).ndim == 0
     # clamped prior == unclamped valid prior: the loss is finite at the edges
     z = torch.randn(5, 3)
     with pytest.warns(UserWarning):

@@ -55,10 +55,11 @@ def reference_mdca(z, y, beta, base, gamma=1.0, alpha=0.1) -> list:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("base", BASES)
 @pytest.mark.parametrize("beta", [0.0, 1.0, 5.0])
-def test_matches_reference(reduction: str, base: str, beta: float) -> None:
+@pytest.mark.parametrize("k", [4, 20])  # both log-softmax code paths (K <= 16 and K > 16)
+def test_matches_reference(reduction: str, base: str, beta: float, k: int) -> None:
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(10, 4, generator=g, dtype=torch.float64) * 2
-    y = torch.randint(0, 4, (10,), generator=g)
+    z = torch.randn(10, k, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, k, (10,), generator=g)
     fn = MDCALoss(beta=beta, base_loss=base, gamma=2.0, smoothing=0.2, reduction=reduction)
     v = torch.tensor(reference_mdca(z, y, beta, base, 2.0, 0.2), dtype=torch.float64)
     expected = {"mean": v.mean(), "sum": v.sum(), "none": v}[reduction]

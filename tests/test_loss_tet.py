@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monai_calib.losses import TETLoss
+from monai_calib.losses.tet import _log_softmax
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -35,10 +36,11 @@ def reduce(values: list, reduction: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("t,lam,eps", [(0.5, 0.1, 1e-10), (2.0, 0.7, 1e-3), (1.0, 0.0, 1e-10)])
-def test_matches_reference(reduction: str, t: float, lam: float, eps: float) -> None:
+@pytest.mark.parametrize("k", [5, 23])  # both log-softmax code paths (K <= 16 and K > 16)
+def test_matches_reference(reduction: str, t: float, lam: float, eps: float, k: int) -> None:
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(9, 5, generator=g, dtype=torch.float64) * 3
-    y = torch.randint(0, 5, (9,), generator=g)
+    z = torch.randn(9, k, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, k, (9,), generator=g)
     loss = TETLoss(temperature=t, entropy_weight=lam, eps=eps, reduction=reduction)(z, y)
     expected = reduce(reference_tet(z, y, t, lam, eps), reduction)
     assert loss.shape == expected.shape
@@ -47,10 +49,11 @@ def test_matches_reference(reduction: str, t: float, lam: float, eps: float) -> 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("lam", [0.0, 0.1, 0.9])
-def test_gradcheck(reduction: str, lam: float) -> None:
+@pytest.mark.parametrize("k", [4, 20])
+def test_gradcheck(reduction: str, lam: float, k: int) -> None:
     g = torch.Generator().manual_seed(1)
-    z = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 4, (6,), generator=g)
+    z = torch.randn(6, k, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, k, (6,), generator=g)
     fn = TETLoss(temperature=0.5, entropy_weight=lam, eps=1e-6, reduction=reduction)
     assert torch.autograd.gradcheck(lambda x: fn(x, y), (z,))
 
@@ -160,3 +163,12 @@ def test_shift_invariance(shift: float, t: float, seed: int) -> None:
     y = torch.randint(0, 4, (5,), generator=g)
     fn = TETLoss(temperature=t, reduction="none")
     torch.testing.assert_close(fn(z + shift, y), fn(z, y), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_private_log_softmax_matches_torch(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(5)
+    for k in (2, 3, 10, 16, 17, 40):
+        x = (torch.randn(33, k, generator=g) * 20).to(dtype)
+        for scale in (1.0, 2.0, 0.3):
+            torch.testing.assert_close(_log_softmax(x, scale), torch.log_softmax(x * scale, dim=1))

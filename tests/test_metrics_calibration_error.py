@@ -154,6 +154,20 @@ def test_edges_zero_first_bin_one_last_bin_right_closed(dtype):
     assert stats[0, :, 2].tolist() == [0.0, 1.0, 1.0, 1.0]
 
 
+def test_classwise_hand_example_with_zero_and_one_confidences():
+    # class 0: conf 1.0 (label 0: acc 1) -> gap 0; conf 0.0 (label 0: acc 1) -> gap 1 => 0.5
+    # class 1: conf 0.0 (label 0: acc 0) -> gap 0; conf 1.0 (label 0: acc 0) -> gap 1 => 0.5
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    stats = calibration_statistics(p, y, num_bins=5, target="classwise")
+    assert stats.shape == (2, 5, 3)
+    assert stats[:, 0, 0].tolist() == [1.0, 1.0] and stats[:, 4, 0].tolist() == [1.0, 1.0]
+    assert stats[:, 0, 2].tolist() == [1.0, 0.0] and stats[:, 4, 2].tolist() == [1.0, 0.0]
+    per = calibration_error_from_statistics(stats, average=False)
+    assert per.tolist() == pytest.approx([0.5, 0.5])
+    assert float(calibration_error(p, y, num_bins=5, target="classwise")) == pytest.approx(0.5)
+
+
 def test_top_label_one_is_in_last_bin_and_counts_preserved():
     p = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     y = torch.tensor([0, 1])
@@ -434,6 +448,13 @@ def test_bad_shapes_and_labels():
         calibration_error(dense, torch.full((2, 1, 4, 4), 5))
     with pytest.raises(ValueError, match="exactly one 1"):
         calibration_error(dense, torch.ones(2, 3, 4, 4))
+    soft = torch.full((2, 3, 4, 4), 1 / 3)  # sums to 1 but is not one-hot
+    with pytest.raises(ValueError, match="exactly one 1"):
+        calibration_error(dense, soft)
+    signed = torch.zeros(2, 3, 4, 4)
+    signed[:, 0], signed[:, 1], signed[:, 2] = 1.0, 1.0, -1.0  # max 1, sum 1, negative entry
+    with pytest.raises(ValueError, match="exactly one 1"):
+        calibration_error(dense, signed)
     with pytest.raises(ValueError, match="same shape as y_pred"):
         calibration_error(torch.rand(4, 3), torch.zeros(4, 2), target="marginal")
     with pytest.raises(ValueError, match="binary"):

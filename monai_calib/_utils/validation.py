@@ -59,7 +59,9 @@ def check_logits_2d(
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}.")
     if not input.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor of logits, got dtype {input.dtype}.")
+        raise TypeError(
+            f"{name} must be a floating point tensor of logits, got dtype {input.dtype}."
+        )
     if input.ndim != 2:
         raise ValueError(
             f"{name} must have shape (B, K) (batch, classes), got {input.ndim}-d shape "
@@ -177,4 +179,6 @@ def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
         return values.sum()
     if reduction == "none":
         return values
-    raise ValueError(f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].')
+    raise ValueError(
+        f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].'
+    )

@@ -14,7 +14,6 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -62,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="data folder (bundle default if omitted)")
     p.add_argument(
         "--losses",
-        default=",".join(DEFAULT_LOSSES),
-        help="comma-separated loss overlay names (configs/loss_<name>.json)",
+        default=None,
+        help="comma-separated loss overlay names (configs/loss_<name>.json); default: "
+        f"{','.join(DEFAULT_LOSSES)} for the classification bundles, every overlay otherwise",
     )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs per run")
@@ -122,7 +122,11 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(bundle_dir(args.bundle))
     configs = root / "configs"
     available = _available_losses(configs)
-    losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+    if args.losses is None:
+        default = [n for n in DEFAULT_LOSSES if n in available]
+        losses = default if len(default) == len(DEFAULT_LOSSES) else available
+    else:
+        losses = [s.strip() for s in args.losses.split(",") if s.strip()]
     unknown = [name for name in losses if name not in available]
     if unknown:
         raise ValueError(
@@ -174,16 +178,16 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
                 )
             files = [str(configs / "train.json"), str(configs / f"loss_{name}.json")]
             t0 = time.time()
-            print(f"[{k}/{total}] {name} seed {seed}: training {args.epochs} epoch(s) ...", flush=True)
+            print(
+                f"[{k}/{total}] {name} seed {seed}: training {args.epochs} epoch(s) ...", flush=True
+            )
             _run_workflow(files, meta, overrides)
             _run_workflow([*files, str(configs / "evaluate.json")], meta, overrides)
             with open(run_dir / "eval" / "metrics.json") as f:
                 metrics = json.load(f)
             run_dirs[(name, seed)] = run_dir
             rows.append({"loss": name, "seed": seed, **metrics})
-            shown = ", ".join(
-                f"{c}={metrics[c]:.4f}" for c in TABLE_COLUMNS if c in metrics
-            )
+            shown = ", ".join(f"{c}={metrics[c]:.4f}" for c in TABLE_COLUMNS if c in metrics)
             print(
                 f"[{k}/{total}] {name} seed {seed}: done in {time.time() - t0:.1f}s ({shown})",
                 flush=True,
@@ -225,29 +229,36 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _figures(out: Path, losses: list[str], run_dirs: dict[tuple[str, int], Path]) -> list[str]:
+    """One reliability figure with a panel per loss, one retention figure (seed 0 of each loss).
+
+    Reads each run's ``eval/reliability_statistics.npy`` and, where present,
+    ``eval/retention_curve.npz`` (see :func:`monai_calib.handlers.write_curve_files`).
+    """
     import torch
     from matplotlib.figure import Figure
 
-    from monai_calib.metrics import retention_curve
     from monai_calib.visualize import plot_reliability_diagram, plot_retention_curve
 
-    preds = {}
-    for name in losses:
-        d = np.load(run_dirs[(name, 0)] / "eval" / "predictions.npz")
-        preds[name] = (torch.from_numpy(d["probs"]).double(), torch.from_numpy(d["labels"]))
     n = len(losses)
     fig = Figure(figsize=(4 * n, 5.5))
     gs = fig.add_gridspec(2, n, height_ratios=(3, 1), hspace=0.05)
+    curves = {}
     for j, name in enumerate(losses):
+        eval_dir = run_dirs[(name, 0)] / "eval"
+        stats = torch.from_numpy(np.load(eval_dir / "reliability_statistics.npy"))
         ax_top = fig.add_subplot(gs[0, j])
         ax_bottom = fig.add_subplot(gs[1, j], sharex=ax_top)
-        probs, labels = preds[name]
-        plot_reliability_diagram(probs, labels, ax=(ax_top, ax_bottom), title=name)
+        plot_reliability_diagram(stats, ax=(ax_top, ax_bottom), title=name)
+        if (eval_dir / "retention_curve.npz").is_file():
+            d = np.load(eval_dir / "retention_curve.npz")
+            curves[name] = (torch.from_numpy(d["fractions"]), torch.from_numpy(d["accuracies"]))
     fig.savefig(out / "reliability.png", dpi=100, bbox_inches="tight")
-    curves = {name: retention_curve(*preds[name]) for name in losses}
-    fig, _ = plot_retention_curve(curves)
-    fig.savefig(out / "retention.png", dpi=100, bbox_inches="tight")
-    return ["reliability.png", "retention.png"]
+    written = ["reliability.png"]
+    if curves:
+        fig, _ = plot_retention_curve(curves)
+        fig.savefig(out / "retention.png", dpi=100, bbox_inches="tight")
+        written.append("retention.png")
+    return written
 
 
 def _write_report(
@@ -278,7 +289,8 @@ def _write_report(
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Lower is better for " + ", ".join(COLUMN_TITLES.get(c, c) for c in columns if c in LOWER_IS_BETTER)
+        "Lower is better for "
+        + ", ".join(COLUMN_TITLES.get(c, c) for c in columns if c in LOWER_IS_BETTER)
         + "; higher is better for the rest.",
         "",
     ]

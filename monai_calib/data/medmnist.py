@@ -83,7 +83,7 @@ class MedMNISTDataset(Dataset):
     """A 2D MedMNIST split as dictionaries ``{"image", "label"}`` for MONAI pipelines.
 
     Args:
-        dataset_flag: a 2D MedMNIST flag (``"breastmnist"``, ``"retinamnist"``, ``"chestmnist"``...).
+        dataset_flag: a 2D MedMNIST flag (``"breastmnist"``, ``"retinamnist"``, ...).
         split: ``"train"``, ``"val"`` or ``"test"``.
         root: folder holding ``{flag}.npz`` (28 px) or ``{flag}_{size}.npz``. ``None`` uses the
             copy shipped with the package (BreastMNIST at 28 px) unless ``download`` is set, in
@@ -119,7 +119,9 @@ class MedMNISTDataset(Dataset):
         if split not in MEDMNIST_SPLITS:
             raise ValueError(f"split must be one of {list(MEDMNIST_SPLITS)}, got {split!r}.")
         if int(size) not in MEDMNIST_SIZES:
-            raise ValueError(f"size (image_size) must be one of {list(MEDMNIST_SIZES)}, got {size!r}.")
+            raise ValueError(
+                f"size (image_size) must be one of {list(MEDMNIST_SIZES)}, got {size!r}."
+            )
         self.size = int(size)
         self.split = split
         if root is None or str(root) in ("", "None"):
@@ -145,7 +147,9 @@ class MedMNISTDataset(Dataset):
         self.as_rgb = as_rgb
         n_img, n_lab = len(self._ds.imgs), len(self._ds.labels)
         if n_img != n_lab:
-            raise ValueError(f"{path}: {split}_images has {n_img} items but {split}_labels has {n_lab}.")
+            raise ValueError(
+                f"{path}: {split}_images has {n_img} items but {split}_labels has {n_lab}."
+            )
 
     @property
     def num_classes(self) -> int:

@@ -108,9 +108,11 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, 
     return float(val_fraction), float(test_fraction)
 
 
-def _index_images(image_dir: str) -> dict[str, str]:
-    """File name -> path for ``images/*`` and ``images/*/*`` (the official ``imgs_part_k``)."""
+def _index_images(image_dir: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """File name -> path for ``images/*`` and ``images/*/*`` (the official ``imgs_part_k``),
+    and the names found more than once (with all their paths)."""
     index: dict[str, str] = {}
+    twice: dict[str, list[str]] = {}
     for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
         entries = [entry]
         if entry.is_dir():
@@ -121,12 +123,10 @@ def _index_images(image_dir: str) -> dict[str, str]:
             if not e.is_file():
                 continue
             if e.name in index:
-                raise ValueError(
-                    f"image file name {e.name!r} occurs twice under {image_dir!r}: "
-                    f"{index[e.name]!r} and {e.path!r}."
-                )
-            index[e.name] = e.path
-    return index
+                twice.setdefault(e.name, [index[e.name]]).append(e.path)
+            else:
+                index[e.name] = e.path
+    return index, twice
 
 
 def _read_metadata(root: str) -> list[dict[str, Any]]:
@@ -146,7 +146,7 @@ def _read_metadata(root: str) -> list[dict[str, Any]]:
     if not raw:
         raise ValueError(f"PAD-UFES-20 metadata {path!r} has a header but no rows.")
     codes = {c: i for i, c in enumerate(PAD_UFES20_CLASSES)}
-    images = _index_images(os.path.join(root, _IMAGES))
+    images, twice = _index_images(os.path.join(root, _IMAGES))
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     missing_files: list[str] = []
@@ -165,7 +165,13 @@ def _read_metadata(root: str) -> list[dict[str, Any]]:
                 f"valid codes are {list(PAD_UFES20_CLASSES)}."
             )
         # The release's img_id carries the ".png" extension; accept it without one as well.
-        file = images.get(img_id) or images.get(img_id + ".png")
+        name = img_id if img_id in images else img_id + ".png"
+        if name in twice:  # an ambiguous image is an error only when the metadata uses it
+            raise ValueError(
+                f"image {name!r} (img_id {img_id!r}) occurs more than once under "
+                f"{os.path.join(root, _IMAGES)!r}: {twice[name]}."
+            )
+        file = images.get(name)
         if file is None:
             missing_files.append(img_id)
             continue
@@ -254,7 +260,8 @@ def pad_ufes20_datalist(
             missing; image files are missing (named, with the count).
         ValueError: unknown ``split``; bad fractions; a required column is missing (named, with the
             columns present); an unknown ``diagnostic`` code (named, with the row's ``img_id``
-            and the valid codes); an empty or duplicate ``img_id``; the split has no patient.
+            and the valid codes); an empty or duplicate ``img_id``; an image file name found twice
+            under ``images/`` (in two subfolders); the split has no patient.
 
     References:
         Pacheco et al., "PAD-UFES-20: A skin lesion dataset composed of patient data and clinical

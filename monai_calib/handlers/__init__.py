@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from .class_prior import LSPlusClassPrior
+from .grad_clip import GradientClipping
 from .loss_state import LossStateUpdater
 from .metric_handlers import (
     NLL,
@@ -13,7 +14,19 @@ from .metric_handlers import (
     RetentionAUC,
     lower_is_better_cmp,
 )
+from .multilabel_report import (
+    MULTILABEL_METRICS,
+    MultiLabelAUC,
+    MultiLabelCalibrationReport,
+    multilabel_report,
+)
 from .prediction_writer import ProbabilityWriter
-from .report import CLASSIFICATION_METRICS, CalibrationReport, classification_report
+from .report import (
+    CLASSIFICATION_METRICS,
+    CalibrationReport,
+    classification_report,
+    write_curve_files,
+)
+from .segmentation_report import SEGMENTATION_METRICS, SegmentationCalibrationReport
 from .temperature_init import MiTTemperatureInit
 from .warmup import CCTEALWarmup

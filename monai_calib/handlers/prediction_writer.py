@@ -41,11 +41,11 @@ class ProbabilityWriter:
     def __init__(
         self,
         output_file: str,
-        output_transform: Callable = from_engine(["pred"]),
+        output_transform: Callable | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
         self.output_file = str(output_file)
-        self.output_transform = output_transform
+        self.output_transform = output_transform or from_engine(["pred"])
         self.class_names = list(class_names) if class_names is not None else None
         self._rows: list[torch.Tensor] = []
 
@@ -67,7 +67,9 @@ class ProbabilityWriter:
         k = probs.shape[1] if probs.ndim == 2 else 0
         names = self.class_names or [f"p{i}" for i in range(k)]
         if len(names) != k:
-            raise ValueError(f"class_names has {len(names)} names but predictions have {k} classes.")
+            raise ValueError(
+                f"class_names has {len(names)} names but predictions have {k} classes."
+            )
         os.makedirs(os.path.dirname(os.path.abspath(self.output_file)), exist_ok=True)
         with open(self.output_file, "w", newline="") as f:
             w = csv.writer(f)

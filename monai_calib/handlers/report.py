@@ -24,7 +24,12 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["CLASSIFICATION_METRICS", "CalibrationReport", "classification_report"]
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "CalibrationReport",
+    "classification_report",
+    "write_curve_files",
+]
 
 # Column order of the report (also the order of compare's table).
 CLASSIFICATION_METRICS = ("acc", "auc", "ece", "ace", "sce", "mce", "nll", "brier", "r_auc")
@@ -75,6 +80,33 @@ def classification_report(
     return out
 
 
+def write_curve_files(
+    output_dir: str,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    num_bins: int = 15,
+    target: str = "top_label",
+) -> None:
+    """Write the files ``compare`` draws its figures from, for any bundle.
+
+    ``reliability_statistics.npy``: the ``(C, num_bins, 3)`` equal-width statistics (count,
+    confidence sum, correctness sum) of :func:`monai_calib.metrics.calibration_statistics`;
+    ``retention_curve.npz``: ``fractions`` and ``accuracies`` of the accuracy-retention curve
+    (written only for ``target="top_label"``).
+    """
+    from monai_calib.metrics import calibration_statistics, retention_curve
+
+    stats = calibration_statistics(probs, labels, num_bins=num_bins, target=target)
+    np.save(os.path.join(output_dir, "reliability_statistics.npy"), stats.cpu().numpy())
+    if target == "top_label":
+        fractions, accuracies = retention_curve(probs, labels)
+        np.savez(
+            os.path.join(output_dir, "retention_curve.npz"),
+            fractions=np.asarray(fractions.cpu()),
+            accuracies=np.asarray(accuracies.cpu()),
+        )
+
+
 class CalibrationReport:
     """Collects an evaluator's probabilities and labels and writes a calibration report.
 
@@ -100,7 +132,7 @@ class CalibrationReport:
     def __init__(
         self,
         output_dir: str,
-        output_transform: Callable = from_engine(["pred", "label"]),
+        output_transform: Callable | None = None,
         num_bins: int = 15,
         prefix: str = "test_",
         plots: bool = True,
@@ -109,7 +141,7 @@ class CalibrationReport:
         if num_bins < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
         self.output_dir = str(output_dir)
-        self.output_transform = output_transform
+        self.output_transform = output_transform or from_engine(["pred", "label"])
         self.num_bins = int(num_bins)
         self.prefix = prefix
         self.plots = plots
@@ -172,6 +204,7 @@ class CalibrationReport:
             probs=probs.numpy().astype(np.float32),
             labels=labels.numpy().astype(np.int64),
         )
+        write_curve_files(self.output_dir, probs, labels, self.num_bins)
         if self.plots:
             self._plot(probs, labels)
         self.logger.info(f"calibration report written to {self.output_dir}: {self.results}")

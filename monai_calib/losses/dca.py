@@ -12,7 +12,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from .tet import _backward_weights, _prepare_inputs, _reduce
+from monai_calib._utils.validation import reduce_per_sample
+
+from .tet import _backward_weights, _log_softmax, _prepare_inputs
 
 __all__ = ["DCALoss"]
 
@@ -33,7 +35,7 @@ class _DCAFunction(torch.autograd.Function):
         beta: float,
         reduction: str,
     ) -> torch.Tensor:
-        logp = torch.log_softmax(z, dim=1)
+        logp = _log_softmax(z)
         yi = y.unsqueeze(1)
         ce = logp.gather(1, yi).squeeze(1).neg_()
         log_conf, m = logp.max(dim=1)
@@ -45,7 +47,7 @@ class _DCAFunction(torch.autograd.Function):
             ctx.save_for_backward(logp.exp_(), conf, m.unsqueeze(1), yi, torch.sign(diff))
         ctx.beta = beta
         ctx.reduction = reduction
-        return _reduce(per_sample, reduction)
+        return reduce_per_sample(per_sample, reduction)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -94,7 +96,9 @@ class DCALoss(_Loss):
         Medical Imaging Classification", BMVC 2020; https://github.com/GB-TonyLiang/DCA
     """
 
-    def __init__(self, beta: float = 10.0, reduction: LossReduction | str = LossReduction.MEAN):
+    def __init__(
+        self, beta: float = 10.0, reduction: LossReduction | str = LossReduction.MEAN
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")

@@ -16,9 +16,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import normalize_class_target
+from monai_calib._utils.validation import normalize_class_target, reduce_per_sample
 
-from .tet import _backward_weights, _prepare_inputs, _reduce
+from .tet import _backward_weights, _log_softmax, _prepare_inputs
 
 __all__ = ["LSPlusLoss", "class_prior_from_predictions"]
 
@@ -112,7 +112,7 @@ class _LSPlusFunction(torch.autograd.Function):
         c = prior.to(z.dtype)
         r = (1.0 - c) / (k - 1)
         w_cls = (1.0 - mix) + mix * (c - r)  # weight of log p_y
-        logp = torch.log_softmax(z, dim=1)
+        logp = _log_softmax(z)
         yi = y.unsqueeze(1)
         per_sample = logp.gather(1, yi).squeeze(1).mul_(w_cls[y]).neg_()
         if mix != 0.0:
@@ -123,7 +123,7 @@ class _LSPlusFunction(torch.autograd.Function):
         else:
             ctx.save_for_backward(logp, yi, w_cls[y].unsqueeze(1), None)
         ctx.reduction = reduction
-        return _reduce(per_sample, reduction)
+        return reduce_per_sample(per_sample, reduction)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -13,7 +13,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from .tet import _backward_weights, _prepare_inputs, _reduce
+from monai_calib._utils.validation import reduce_per_sample
+
+from .tet import _backward_weights, _log_softmax, _prepare_inputs
 
 __all__ = ["MDCALoss"]
 
@@ -40,7 +42,7 @@ class _MDCAFunction(torch.autograd.Function):
         reduction: str,
     ) -> torch.Tensor:
         batch, k = z.shape
-        logp = torch.log_softmax(z, dim=1)
+        logp = _log_softmax(z)
         yi = y.unsqueeze(1)
         logp_y = logp.gather(1, yi).squeeze(1)
         coef = None  # focal: dL/dz_i = coef_i * (p_i - e_y)
@@ -71,7 +73,7 @@ class _MDCAFunction(torch.autograd.Function):
             ps = torch.mv(p, torch.sign(diff)) if beta != 0.0 else None
             ctx.save_for_backward(p, yi, torch.sign(diff), ps, coef)
         ctx.beta, ctx.base, ctx.smoothing, ctx.reduction = beta, base, smoothing, reduction
-        return _reduce(per_sample, reduction)
+        return reduce_per_sample(per_sample, reduction)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

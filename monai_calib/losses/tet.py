@@ -19,6 +19,7 @@ from monai_calib._utils.validation import (
     check_finite,
     check_logits_2d,
     normalize_class_target,
+    reduce_per_sample,
 )
 
 __all__ = ["TETLoss"]
@@ -43,6 +44,34 @@ def _prepare_inputs(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     return input.to(accumulation_dtype(input)), idx
 
 
+def _log_softmax(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``log_softmax(scale * x, dim=1)`` for ``(B, K)`` ``x`` and ``scale > 0``.
+
+    On CPU, PyTorch's ``log_softmax`` kernel is slow for few classes (measured ~15x slower than
+    the plain max-shift formula below for float32 with K = 9..16, and ~3x for K <= 8; torch
+    2.14), so for ``K <= 16`` on CPU the standard algorithm is written out: ``s = scale * (x -
+    max x)``, ``s - log sum exp s``. Elsewhere (GPU, many classes) the fused kernel is used.
+    """
+    if x.device.type != "cpu" or x.shape[1] > 16:
+        return torch.log_softmax(x if scale == 1.0 else x * scale, dim=1)
+    m = x.amax(dim=1, keepdim=True)
+    s = torch.sub(x, m) if scale == 1.0 else torch.add(m.mul_(-scale), x, alpha=scale)
+    lse = s.exp().sum(dim=1, keepdim=True).log_()
+    return s.sub_(lse)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of two ``(B, K)`` tensors, shape ``(B,)``.
+
+    On CPU a batched matrix product (no ``(B, K)`` temporary; the TET loss measured ~15 % faster
+    than with ``linalg.vecdot`` for K = 10..32). Elsewhere ``linalg.vecdot``, so that a TF32
+    matmul setting on GPU cannot lower the precision.
+    """
+    if a.device.type != "cpu":
+        return torch.linalg.vecdot(a, b)
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def _reduce_scale(reduction: str, batch_size: int) -> float:
     """Per-sample weight of the reduced loss: 1/B for "mean", 1 for "sum" (and "none")."""
     return 1.0 / batch_size if reduction == LossReduction.MEAN.value else 1.0
@@ -62,14 +91,6 @@ def _backward_weights(
     return g.reshape(1, 1).expand(batch_size, 1), g * batch_size
 
 
-def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == LossReduction.MEAN.value:
-        return per_sample.mean()
-    if reduction == LossReduction.SUM.value:
-        return per_sample.sum()
-    return per_sample
-
-
 class _TETFunction(torch.autograd.Function):
     """Fused TET loss. Gradient w.r.t. the scaled logits ``s = z / T`` (per sample):
 
@@ -87,9 +108,7 @@ class _TETFunction(torch.autograd.Function):
         eps: float,
         reduction: str,
     ) -> torch.Tensor:
-        s = z if temperature == 1.0 else z * (1.0 / temperature)
-        logp = torch.log_softmax(s, dim=1)
-        del s
+        logp = _log_softmax(z, 1.0 / temperature)
         yi = y.unsqueeze(1)
         ce = logp.gather(1, yi).squeeze(1).neg_()
         # buffers are reused in place: on large batches the allocations cost as much as the math
@@ -98,12 +117,12 @@ class _TETFunction(torch.autograd.Function):
             log_pe = p + eps
             ratio = torch.div(p, log_pe) if z.requires_grad else None
             log_pe.log_()
-            neg_ent = torch.linalg.vecdot(p, log_pe)  # -H_eps(p), shape (B,)
+            neg_ent = _rowdot(p, log_pe)  # -H_eps(p), shape (B,)
             per_sample = torch.add(ce, neg_ent, alpha=entropy_weight)
             if z.requires_grad:
                 a = log_pe.add_(ratio)  # type: ignore[arg-type]
                 del ratio
-                pa = torch.linalg.vecdot(p, a).unsqueeze(1)
+                pa = _rowdot(p, a).unsqueeze(1)
                 # p + lambda * p * (a - <p, a>), written into a's buffer
                 grad = torch.addcmul(p, p, a.sub_(pa), value=entropy_weight, out=a)
         else:
@@ -113,7 +132,7 @@ class _TETFunction(torch.autograd.Function):
             ctx.save_for_backward(grad, yi)
         ctx.temperature = temperature
         ctx.reduction = reduction
-        return _reduce(per_sample, reduction)
+        return reduce_per_sample(per_sample, reduction)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -134,6 +134,8 @@ def prepare_multiclass(
     y_pred = _to_float(y_pred)
     num_classes = y_pred.shape[1]
     labels = _normalize_dense_labels(y, y_pred.shape)
+    if labels.device != y_pred.device:
+        labels = labels.to(y_pred.device)
     if logits:
         check_finite(y_pred, "y_pred")
         return torch.softmax(y_pred, dim=1), labels
@@ -213,13 +215,17 @@ def _normalize_dense_labels(y: torch.Tensor, pred_shape: torch.Size) -> torch.Te
         return normalize_class_target(y, num_classes, batch_size=batch, name="y")
     shape = tuple(y.shape)
     if shape == tuple(pred_shape):
-        if not bool(((y == 0) | (y == 1)).all()) or not bool((y.sum(dim=1) == 1).all()):
+        # one-hot <=> entries >= 0, every voxel's max is 1 and its sum is 1 (max gives the index)
+        top, idx = y.max(dim=1)
+        ok = y.numel() == 0 or (
+            bool(y.amin() >= 0) and bool((top == 1).all()) and bool((y.sum(dim=1) == 1).all())
+        )
+        if not ok:
             raise ValueError(
                 f"y of shape {shape} is read as one-hot over dim 1 (K={num_classes}) and every "
                 "voxel must hold exactly one 1 and zeros elsewhere; soft or multi-hot targets "
                 'are not supported here (use target="marginal" for multi-label).'
             )
-        idx = y.argmax(dim=1)
     elif shape == (batch, 1, *spatial):
         idx = y[:, 0]
     elif shape == (batch, *spatial):

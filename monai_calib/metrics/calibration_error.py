@@ -52,33 +52,43 @@ def _equal_width_codes(p: torch.Tensor, num_bins: int) -> torch.Tensor:
     ``max(j, 1) - 1``, i.e. ``clamp(ceil(pM) - 1, 0, M - 1)``. Folding after the ``bincount``
     saves two elementwise passes over the samples.
     """
+    if num_bins >= 2**24 and p.dtype != torch.float64:
+        p = p.double()  # float32 represents whole numbers exactly only up to 2**24
     # inputs are validated to lie in [0, 1] (softmax/sigmoid outputs too), so no clamp is needed
     return torch.mul(p, num_bins).ceil_()
 
 
+def _int_codes(slots: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole-number slot codes as int32 (half the memory traffic of int64) when they fit."""
+    return slots.to(torch.int32 if size < 2**31 else torch.int64)
+
+
 def _accumulate(
-    slots: torch.Tensor, conf: torch.Tensor, correct: torch.Tensor, groups: int, num_bins: int
+    codes: torch.Tensor,
+    conf: torch.Tensor,
+    correct_codes: torch.Tensor,
+    groups: int,
+    num_bins: int,
 ) -> torch.Tensor:
     """``(groups, num_bins, 3)`` float64 ``[count, sum conf, sum correct]`` from slot codes.
 
-    ``slots`` (float, whole numbers) is ``group * (M + 1) + j`` with ``j`` in ``[0, M]``; the
-    correctness is folded into the same code (``+ groups * (M + 1)`` when correct), so one
-    unweighted ``bincount`` gives the counts of correct and wrong samples per bin (exact
-    integers) and one weighted ``bincount`` over the same code gives the confidence sums
-    (accumulated in float64). Codes are int32 (half the memory traffic of int64) when they fit.
+    ``codes`` (integer, same layout as ``conf``) is ``group * (M + 1) + j`` with ``j`` in
+    ``[0, M]``; ``correct_codes`` holds the codes of the correct (sample, group) pairs (others
+    may hold the out-of-range code ``groups * (M + 1)``, which is dropped). One
+    ``bincount`` over the flattened codes gives the counts, one weighted ``bincount`` the
+    confidence sums (accumulated in float64), one over ``correct_codes`` the correctness sums;
+    counts are exact integers. Slot 0 (a confidence of exactly 0) is then folded into the first
+    bin.
     """
     width = num_bins + 1
     size = groups * width
-    code = slots.add_(correct.reshape(slots.shape), alpha=size).reshape(-1)
-    code = code.to(torch.int32 if 2 * size < 2**31 else torch.int64)
-    counts = torch.bincount(code, minlength=2 * size).double().view(2, groups, width)
-    sums = torch.bincount(code, weights=conf.reshape(-1).double(), minlength=2 * size)
-    sums = sums.view(2, groups, width)
-    # slot 0 (confidence exactly 0) belongs to the first bin
-    counts[..., 1] += counts[..., 0]
-    sums[..., 1] += sums[..., 0]
-    counts, sums = counts[..., 1:], sums[..., 1:]
-    return torch.stack([counts[0] + counts[1], sums[0] + sums[1], counts[1]], dim=-1)
+    flat = codes.reshape(-1)
+    counts = torch.bincount(flat, minlength=size).double()
+    sums = torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=size)
+    hits = torch.bincount(correct_codes.reshape(-1), minlength=size + 1)[:size].double()
+    stats = torch.stack([counts, sums, hits], dim=-1).view(groups, width, 3)
+    stats[:, 1] += stats[:, 0]
+    return stats[:, 1:].contiguous()
 
 
 def _class_view(x: torch.Tensor) -> torch.Tensor:
@@ -131,8 +141,11 @@ def calibration_statistics(
 
     Equal-width statistics are additive: the statistics of a concatenation of batches are the sum
     of the batches' statistics, which is how the metric streams and reduces over DDP ranks.
-    Computed with one ``bincount`` over the flattened ``(c, bin)`` index (plus one weighted pass
-    for the confidence sums), without any Python loop over bins, classes or images.
+    Computed from one flattened ``(c, bin)`` index per (sample, group) pair, binned in the
+    input's precision (float32 for float32/half inputs): one ``bincount`` for the counts, one
+    weighted ``bincount`` for the confidence sums (float64 accumulation) and one over the indices
+    of the correct pairs only (for ``"classwise"`` the true class of each sample is gathered, so
+    no one-hot is materialised), without any Python loop over bins, classes or images.
 
     Args:
         y_pred: probabilities (or logits with ``logits=True``), class axis at dim 1.
@@ -169,36 +182,39 @@ def calibration_statistics(
     else:
         probs, labels = prepare_multiclass(y_pred, y, logits=logits)
 
+    width = num_bins + 1
     if target == "top_label":
         conf, pred = probs.max(dim=1)
-        correct = pred == labels
         if binning == "equal_width":
-            slots = _equal_width_codes(conf, num_bins)
+            codes = _int_codes(_equal_width_codes(conf, num_bins), width)
         else:
-            slots = _equal_mass_bins(conf.reshape(1, -1), num_bins).add_(1).to(conf.dtype)
-        return _accumulate(slots, conf, correct, 1, num_bins)
+            codes = _equal_mass_bins(conf.reshape(1, -1), num_bins).add_(1).view(conf.shape)
+        wrong = torch.tensor(width, dtype=codes.dtype, device=codes.device)  # out-of-range slot
+        return _accumulate(codes, conf, torch.where(pred == labels, codes, wrong), 1, num_bins)
 
     num_classes = probs.shape[1]
-    width = num_bins + 1
+    size = num_classes * width
     if binning == "equal_width":
-        conf = probs
+        conf, class_dim = probs, 1
         slots = _equal_width_codes(probs, num_bins)
+        if size >= 2**24:
+            slots = slots.double()  # keep the class offsets exact
         offset_shape = (1, num_classes) + (1,) * (probs.ndim - 2)
-        classes = torch.arange(num_classes, device=probs.device).view(offset_shape)
-        slots += (classes * width).to(slots.dtype)
-        if target == "classwise":
-            correct = labels.unsqueeze(1) == classes
-        else:
-            correct = truth.bool()
+        offsets = torch.arange(0, size, width, device=probs.device, dtype=slots.dtype)
+        codes = _int_codes(slots.add_(offsets.view(offset_shape)), size)
     else:
-        conf = _class_view(probs)
-        classes = torch.arange(num_classes, device=probs.device).unsqueeze(1)
-        slots = _equal_mass_bins(conf, num_bins).add_(classes * width + 1).to(torch.float64)
-        if target == "classwise":
-            correct = labels.reshape(1, -1) == classes
-        else:
-            correct = _class_view(truth).bool()
-    return _accumulate(slots, conf, correct, num_classes, num_bins)
+        conf, class_dim = _class_view(probs), 0
+        offsets = torch.arange(1, size, width, device=probs.device).unsqueeze(1)
+        codes = _equal_mass_bins(conf, num_bins).add_(offsets)
+    if target == "classwise":
+        # exactly one class per sample is "correct": its code is gathered, not searched for
+        true = labels.unsqueeze(1) if class_dim == 1 else labels.reshape(1, -1)
+        correct_codes = codes.gather(class_dim, true)
+    else:
+        truth = truth if class_dim == 1 else _class_view(truth)
+        wrong = torch.tensor(size, dtype=codes.dtype, device=codes.device)  # out-of-range slot
+        correct_codes = torch.where(truth.bool(), codes, wrong)
+    return _accumulate(codes, conf, correct_codes, num_classes, num_bins)
 
 
 def calibration_error_from_statistics(

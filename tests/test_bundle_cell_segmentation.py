@@ -1,0 +1,264 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The 2D cell (nuclei) segmentation bundle: configs resolve, metadata verifies, one-epoch train /
+evaluate / inference works for DiceCE, ML and CAML on synthetic PNGs in the DSB2018 layout, and
+the evaluation report agrees with calibration_error and MONAI's DiceMetric recomputed here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from PIL import Image
+
+from monai_calib.bundles import bundle_dir
+
+BUNDLE = Path(bundle_dir("cell_segmentation"))
+CONFIGS = BUNDLE / "configs"
+SCHEMA = BUNDLE.parent / "schema" / "meta_schema_monai_calib.json"
+LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
+SIZES = [(72, 80), (64, 64), (80, 70), (66, 90), (70, 70)]
+
+
+def write_dsb2018_folder(root: Path, seed: int = 0) -> list[str]:
+    """Synthetic nuclei images (RGB / RGBA of mixed sizes) and uint16 instance maps, DSB layout."""
+    rng = np.random.RandomState(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rows, ids = [], []
+    for i, (h, w) in enumerate(SIZES):
+        image_id = f"{i:02d}synthetic{rng.randint(10**6):06d}"
+        yy, xx = np.mgrid[:h, :w]
+        label = np.zeros((h, w), np.uint16)
+        for k in range(1, 7):
+            cy, cx, r = rng.uniform(8, h - 8), rng.uniform(8, w - 8), rng.uniform(3, 7)
+            label[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (label == 0)] = k
+        channels = 4 if i % 2 else 3
+        img = rng.normal(30, 10, (h, w, channels))
+        img[label > 0, :3] += 150
+        if channels == 4:
+            img[..., 3] = 255
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
+            root / "images" / f"{image_id}.png"
+        )
+        Image.fromarray(label).save(root / "labels" / f"{image_id}.png")
+        fg = float((label > 0).mean())
+        rows.append([image_id, h, w, channels, int(label.max()), f"{fg:.4f}"])
+        ids.append(image_id)
+    with open(root / "index.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["image_id", "height", "width", "channels", "n_nuclei", "foreground_fraction"])
+        wr.writerows(rows)
+    return ids
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # two torch threads on an oversubscribed CI machine are many times slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _targets(node, found):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                found.append(v)
+            else:
+                _targets(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _targets(v, found)
+    return found
+
+
+def test_the_three_overlays_exist():
+    assert set(LOSSES) == {"dice_ce", "ml", "caml"}
+    assert json.loads((CONFIGS / "loss_dice_ce.json").read_text())["loss_def"] == {
+        "_target_": "monai.losses.DiceCELoss",
+        "to_onehot_y": True,
+        "softmax": True,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.json")))
+def test_config_parses_and_targets_resolve(name):
+    from monai.bundle.config_item import ComponentLocator
+
+    cfg = json.loads((CONFIGS / name).read_text())
+    locator = ComponentLocator()
+    for target in _targets(cfg, []):
+        if "." in target:
+            mod, _, attr = target.rpartition(".")
+            module = __import__(mod, fromlist=[attr])
+            assert hasattr(module, attr), f"{name}: {target} does not resolve"
+        else:
+            assert locator.get_component_module_name(target) is not None, target
+
+
+def test_verify_metadata():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_config_ids_users_override_exist():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    for key in (
+        "bundle_root", "data_root", "dataset_dir", "image_size", "patch_size", "num_classes",
+        "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp", "output_dir",
+        "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers", "probability_transform",
+        "val_metrics", "select_metric",
+    ):  # fmt: skip
+        assert key in parser.get(), key
+    assert os.path.isdir(parser.get_parsed_content("bundle_root"))
+    assert parser.get_parsed_content("select_metric") == "dice"
+    assert parser.get_parsed_content("lower_is_better") is False
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dsb")
+    write_dsb2018_folder(root)
+    return str(root)
+
+
+def _overrides(out_dir, data_root, loss, **extra):
+    return {
+        "data_root": data_root,
+        "max_epochs": 1,
+        "batch_size": 2,
+        "num_samples": 2,
+        "image_size": 64,
+        "num_test": 2,
+        "num_val": 1,
+        "output_dir": str(out_dir),
+        "seed": 0,
+        "loss_name": loss,
+        **extra,
+    }
+
+
+def _run(files, overrides):
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type=None,
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def test_split(data_root, tmp_path):
+    from monai_calib.data import dsb2018_split
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update(_overrides(tmp_path, data_root, "dice_ce"))
+    lists = {k: [d["id"] for d in v] for k, v in parser.get_parsed_content("datalists").items()}
+    assert lists["test"] == dsb2018_split(data_root, num_test=2, seed=0)["test"]
+    assert [len(lists[k]) for k in ("train", "val", "test")] == [2, 1, 2]
+    assert len(set(sum(lists.values(), []))) == 5
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
+def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
+    ov = _overrides(tmp_path, data_root, loss)
+    overlay = f"loss_{loss}.json"
+    _run(["train.json", overlay], ov)
+    ckpt = tmp_path / "models" / "model.pt"
+    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
+
+    _run(["train.json", overlay, "evaluate.json"], ov)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
+        assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
+    assert metrics["n"] == 2
+    assert (tmp_path / "eval" / "reliability.png").stat().st_size > 1000
+
+    # recompute the test probabilities here and check the report against independent metrics
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    from monai_calib.metrics import calibration_error
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in ("train.json", overlay, "evaluate.json")])
+    parser.update(ov)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
+    net.eval()
+    inferer = parser.get_parsed_content("validate#inferer")
+    rows_p, rows_y = [], []
+    dice = DiceMetric(include_background=False)
+    for item in parser.get_parsed_content("validate#dataset"):
+        with torch.no_grad():
+            prob = torch.softmax(inferer(item["image"][None].float(), net), 1)
+        lab = item["label"][None].long()
+        dice(one_hot(prob.argmax(1, keepdim=True), 2, dim=1), one_hot(lab, 2, dim=1))
+        rows_p.append(prob.movedim(1, -1).reshape(-1, 2))
+        rows_y.append(lab.reshape(-1))
+    ece = float(calibration_error(torch.cat(rows_p), torch.cat(rows_y)))
+    assert metrics["ece"] == pytest.approx(ece, abs=1e-5)
+    assert metrics["dice"] == pytest.approx(float(dice.aggregate()), abs=1e-5)
+    stats = np.load(tmp_path / "eval" / "reliability_statistics.npy")
+    assert stats.shape == (1, 15, 3) and stats[0, :, 0].sum() == sum(len(y) for y in rows_y)
+
+    _run(["inference.json", overlay], ov)
+    test_ids = [d["id"] for d in parser.get_parsed_content("datalists#test")]
+    for image_id in test_ids:
+        seg = np.asarray(Image.open(tmp_path / "inference" / f"{image_id}_seg.png"))
+        image = Image.open(Path(data_root) / "images" / f"{image_id}.png")
+        assert seg.shape == (image.height, image.width)  # (H, W), not transposed
+        assert set(np.unique(seg)) <= {0, 255}
+        assert (tmp_path / "inference" / f"{image_id}_prob.nii.gz").is_file()
+
+
+def _error_chain(e: BaseException) -> str:
+    msgs = []
+    while e is not None:
+        msgs.append(str(e))
+        e = e.__cause__ or e.__context__
+    return " | ".join(msgs)
+
+
+def test_missing_data_is_explained(tmp_path):
+    with pytest.raises(Exception) as err:
+        _run(["train.json", "loss_dice_ce.json"], _overrides(tmp_path, str(tmp_path), "dice_ce"))
+    assert "index.csv" in _error_chain(err.value)
+    ov = _overrides(tmp_path, None, "dice_ce", default_data_root=str(tmp_path / "nowhere"))
+    del ov["data_root"]
+    with pytest.raises(Exception) as err:
+        _run(["train.json", "loss_dice_ce.json"], ov)
+    assert "pass --data_root PATH" in _error_chain(err.value)
+
+
+def test_compare_runs_on_the_bundle(tmp_path, data_root):
+    from monai_calib.cli.compare import main
+
+    rc = main(
+        [
+            "--bundle", "cell_segmentation", "--epochs", "1", "--losses", "dice_ce,ml",
+            "--data-root", data_root, "--output", str(tmp_path), "--batch-size", "2",
+            "--image-size", "64", "--override", "num_test=2", "--override", "num_val=1",
+            "--override", "num_samples=1",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"dice", "mean_iou", "ece"} <= set(summary["losses"]["ml"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Dice" in report and "mIoU" in report
+    assert (tmp_path / "reliability.png").stat().st_size > 1000

@@ -1,0 +1,218 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The 3D organ segmentation bundle: configs resolve, metadata verifies, and one-epoch train /
+evaluate / inference runs work for DiceCE, ML and CAML on synthetic NIfTI ellipsoid phantoms in
+the Medical Segmentation Decathlon layout (dataset.json, imagesTr/, labelsTr/)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from monai_calib.bundles import bundle_dir
+
+BUNDLE = Path(bundle_dir("organ_segmentation"))
+CONFIGS = BUNDLE / "configs"
+SCHEMA = BUNDLE.parent / "schema" / "meta_schema_monai_calib.json"
+LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
+SHAPE = (32, 28, 24)
+
+
+def write_msd_phantoms(root: Path, n: int = 5, seed: int = 0) -> None:
+    """``n`` noisy ellipsoid "organ" phantoms as NIfTI, 2 mm voxels, with an MSD dataset.json.
+
+    Every other volume is stored in LPS-like orientation (flipped first two axes, negative affine
+    diagonal), so ``Orientationd("RAS")`` has work to do.
+    """
+    rng = np.random.RandomState(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"), -1)
+    training = []
+    for i in range(n):
+        center = np.array(SHAPE) / 2 + rng.uniform(-3, 3, 3)
+        radii = rng.uniform(5, 9, 3)
+        label = (((grid - center) / radii) ** 2).sum(-1) <= 1.0
+        image = 100.0 * label + rng.normal(0.0, 30.0, SHAPE) + 50.0
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        if i % 2:
+            affine[0, 0] = affine[1, 1] = -2.0
+        name = f"phantom_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {
+        "name": "Phantom",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "organ"},
+        "numTraining": n,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+
+
+def _targets(node, found):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                found.append(v)
+            else:
+                _targets(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _targets(v, found)
+    return found
+
+
+def test_the_three_overlays_exist():
+    assert set(LOSSES) == {"dice_ce", "ml", "caml"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.json")))
+def test_config_parses_and_targets_resolve(name):
+    from monai.bundle.config_item import ComponentLocator
+
+    cfg = json.loads((CONFIGS / name).read_text())
+    locator = ComponentLocator()
+    for target in _targets(cfg, []):
+        if "." in target:
+            mod, _, attr = target.rpartition(".")
+            module = __import__(mod, fromlist=[attr])
+            assert hasattr(module, attr), f"{name}: {target} does not resolve"
+        else:
+            assert locator.get_component_module_name(target) is not None, target
+
+
+def test_verify_metadata():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_config_ids_users_override_exist():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    for key in (
+        "bundle_root", "data_root", "dataset_dir", "image_size", "roi_size", "pixdim",
+        "num_classes", "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp",
+        "output_dir", "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers",
+        "probability_transform", "val_metrics", "select_metric",
+    ):  # fmt: skip
+        assert key in parser.get(), key
+    assert os.path.isdir(parser.get_parsed_content("bundle_root"))
+    assert parser.get_parsed_content("select_metric") == "dice"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # two torch threads on an oversubscribed CI machine are many times slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("msd")
+    write_msd_phantoms(root)
+    return str(root)
+
+
+def _overrides(out_dir, data_root, loss, **extra):
+    return {
+        "data_root": data_root,
+        "max_epochs": 1,
+        "batch_size": 2,
+        "num_samples": 1,
+        "image_size": 16,
+        "pixdim": [2.5, 2.5, 2.5],
+        "num_test": 1,
+        "num_val": 1,
+        "output_dir": str(out_dir),
+        "seed": 0,
+        "loss_name": loss,
+        **extra,
+    }
+
+
+def _run(files, overrides):
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type=None,
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def test_split_is_seeded_and_disjoint(data_root, tmp_path):
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update(_overrides(tmp_path, data_root, "dice_ce"))
+    lists = parser.get_parsed_content("datalists")
+    names = {k: [os.path.basename(d["image"]) for d in v] for k, v in lists.items()}
+    assert [len(names[k]) for k in ("train", "val", "test")] == [3, 1, 1]
+    assert len(set(sum(names.values(), []))) == 5
+    for k, v in lists.items():
+        for d in v:
+            assert os.path.isfile(d["image"]) and os.path.isfile(d["label"]), k
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
+def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
+    ov = _overrides(tmp_path, data_root, loss)
+    overlay = f"loss_{loss}.json"
+    _run(["train.json", overlay], ov)
+    ckpt = tmp_path / "models" / "model.pt"
+    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
+
+    _run(["train.json", overlay, "evaluate.json"], ov)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
+        assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
+    assert metrics["n"] == 1
+    stats = np.load(tmp_path / "eval" / "reliability_statistics.npy")
+    # every voxel of the resampled test volume is counted once
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update(ov)
+    item = parser.get_parsed_content("load_transforms")(parser.get_parsed_content("datalists#test")[0])
+    assert tuple(item["label"].shape[1:]) != SHAPE  # resampled to 2.5 mm
+    assert stats.shape == (1, 15, 3) and stats[0, :, 0].sum() == item["label"][0].numel()
+    assert (tmp_path / "eval" / "reliability.png").stat().st_size > 1000
+
+    _run(["inference.json", overlay], ov)
+    segs = sorted((tmp_path / "inference").glob("*_seg.nii.gz"))
+    probs = sorted((tmp_path / "inference").glob("*_prob.nii.gz"))
+    assert len(segs) == len(probs) == 1
+    seg = nib.load(segs[0])
+    test_image = nib.load(Path(data_root) / "imagesTr" / segs[0].name.replace("_seg", ""))
+    # inverted to the input's grid (orientation and spacing undone)
+    assert seg.shape[:3] == SHAPE
+    np.testing.assert_allclose(seg.affine, test_image.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+    p = np.asarray(nib.load(probs[0]).dataobj)
+    np.testing.assert_allclose(p.reshape(-1, 2).sum(-1), 1.0, atol=1e-4)
+
+
+def test_missing_data_root_is_explained(tmp_path):
+    with pytest.raises(Exception) as err:
+        _run(["train.json", "loss_dice_ce.json"], _overrides(tmp_path, str(tmp_path), "dice_ce"))
+    e, msgs = err.value, []
+    while e is not None:
+        msgs.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("pass --data_root PATH" in m and "not found" in m for m in msgs), msgs

@@ -1,0 +1,193 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The RFMiD multi-label bundle: configs resolve, metadata verifies, one-epoch train / evaluate /
+inference for BCE, LDACE and LDACE+CCL on a synthetic folder in RFMiD's official layout
+(``Training_Set/Training/<ID>.png`` + ``RFMiD_Training_Labels.csv``, ...), and clear errors for
+a missing data root, a missing image or a non-0/1 label cell."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from synthetic import write_rfmid_folder
+
+from monai_calib.bundles import BUNDLE_NAMES, bundle_dir
+
+BUNDLE = Path(bundle_dir("rfmid_multilabel"))
+CONFIGS = BUNDLE / "configs"
+SCHEMA = BUNDLE.parent / "schema" / "meta_schema_monai_calib.json"
+LOSSES = ("bce", "ldace", "ldace_ccl")
+DISEASES = ("DR", "ARMD", "MH", "DN", "MYA", "BRVO")
+SIZES = (24, 12, 12)
+
+
+def _targets(node, found):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                found.append(v)
+            else:
+                _targets(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _targets(v, found)
+    return found
+
+
+def _messages(exc: BaseException | None) -> str:
+    out = []
+    while exc is not None:
+        out.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(out)
+
+
+def test_bundle_is_listed_and_has_every_overlay():
+    assert "rfmid_multilabel" in BUNDLE_NAMES
+    assert {p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json")} == set(LOSSES)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.json")))
+def test_config_parses_and_targets_resolve(name):
+    from monai.bundle.config_item import ComponentLocator
+
+    cfg = json.loads((CONFIGS / name).read_text())
+    locator = ComponentLocator()
+    for target in _targets(cfg, []):
+        if "." in target:
+            mod, _, attr = target.rpartition(".")
+            module = __import__(mod, fromlist=[attr])
+            assert hasattr(module, attr), f"{name}: {target} does not resolve"
+        else:
+            assert locator.get_component_module_name(target) is not None, target
+
+
+def test_verify_metadata():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_config_ids_and_official_layout():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    for key in (
+        "bundle_root", "data_root", "image_dirs", "csv_files", "label_columns", "image_size",
+        "max_epochs", "batch_size", "learning_rate", "seed", "device", "output_dir", "loss_name",
+        "select_metric", "grad_clip_norm", "probability_transform",
+    ):  # fmt: skip
+        assert key in parser.get(), key
+    parser["data_root"] = "/data/rfmid"
+    assert parser.get_parsed_content("image_dirs")["test"] == "/data/rfmid/Test_Set/Test"
+    assert parser.get_parsed_content("csv_files")["train"] == (
+        "/data/rfmid/Training_Set/RFMiD_Training_Labels.csv"
+    )
+    assert parser.get_parsed_content("grad_clip_norm") == 0.1
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rfmid")
+    write_rfmid_folder(root, sizes=SIZES, diseases=DISEASES, seed=2)
+    return str(root)
+
+
+def _run(files, out_dir, data_root, **extra):
+    overrides = {
+        "data_root": data_root,
+        "max_epochs": 1,
+        "batch_size": 8,
+        "image_size": 28,
+        "output_dir": str(out_dir),
+        "seed": 0,
+        **extra,
+    }
+    wf = ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type=None,
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
+    from monai_calib.handlers import multilabel_report
+
+    overlay = f"loss_{loss}.json"
+    _run(["train.json", overlay], tmp_path, data_root, loss_name=loss)
+    assert (tmp_path / "models" / "model.pt").is_file()
+    _run(["train.json", overlay, "evaluate.json"], tmp_path, data_root, loss_name=loss)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    saved = np.load(tmp_path / "eval" / "predictions.npz")
+    # test labels in CSV order
+    with open(Path(data_root) / "Test_Set" / "RFMiD_Testing_Labels.csv") as f:
+        rows = list(csv.reader(f))
+    expected_labels = np.array([[float(c) for c in r[2:]] for r in rows[1:]], dtype=np.float32)
+    np.testing.assert_array_equal(saved["labels"], expected_labels)
+    ref = multilabel_report(torch.from_numpy(saved["probs"]), torch.from_numpy(saved["labels"]))
+    assert metrics == pytest.approx(ref, abs=1e-12)
+    assert metrics["n"] == SIZES[2]
+    assert np.load(tmp_path / "eval" / "reliability_statistics.npy").shape == (6, 15, 3)
+    assert (tmp_path / "eval" / "reliability_per_label.png").stat().st_size > 1000
+
+    _run(["inference.json", overlay], tmp_path, data_root, loss_name=loss)
+    with open(tmp_path / "inference" / "predictions.csv") as f:
+        pred_rows = list(csv.reader(f))
+    assert tuple(pred_rows[0][3:]) == DISEASES and len(pred_rows) == 1 + SIZES[2]
+    probs = torch.tensor([[float(v) for v in r[3:]] for r in pred_rows[1:]])
+    torch.testing.assert_close(probs, torch.from_numpy(saved["probs"]), atol=1e-5, rtol=0)
+    if loss != "bce":  # sigmoid^2 of finite logits is strictly inside (0, 1)
+        assert float(probs.min()) > 0.0 and float(probs.max()) < 1.0
+
+
+def test_label_columns_override(tmp_path, data_root):
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update({"data_root": data_root, "label_columns": ["MH", "DR"], "image_size": 28})
+    assert parser.get_parsed_content("num_classes") == 2
+    assert parser.get_parsed_content("label_names") == ["MH", "DR"]
+    item = parser.get_parsed_content("validate#dataset")[0]
+    assert item["image"].shape == (3, 28, 28) and item["label"].shape == (2,)
+    parser.update({"label_columns": None, "include_disease_risk": True})
+    parser.parse()
+    assert parser.get_parsed_content("label_names") == ["Disease_Risk", *DISEASES]
+
+
+def test_missing_data_root_is_explained(tmp_path):
+    with pytest.raises(Exception) as info:
+        _run(["train.json", "loss_bce.json"], tmp_path, None)
+    msg = _messages(info.value)
+    assert "RFMiD_Training_Labels.csv" in msg and "data_root" in msg
+
+
+def test_missing_image_and_bad_cell_are_named(tmp_path):
+    write_rfmid_folder(tmp_path, sizes=(6, 4, 4), diseases=DISEASES, seed=3)
+    (tmp_path / "Evaluation_Set" / "Validation" / "3.png").unlink()
+    with pytest.raises(Exception) as info:
+        _run(["train.json", "loss_bce.json"], tmp_path / "o", str(tmp_path))
+    assert "'3'" in _messages(info.value) and "missing" in _messages(info.value)
+
+    csv_path = tmp_path / "Training_Set" / "RFMiD_Training_Labels.csv"
+    lines = csv_path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[3] = "2"
+    lines[2] = ",".join(cells)
+    csv_path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "Evaluation_Set" / "Validation" / "3.png").write_bytes(
+        (tmp_path / "Evaluation_Set" / "Validation" / "1.png").read_bytes()
+    )
+    with pytest.raises(Exception) as info:
+        _run(["train.json", "loss_bce.json"], tmp_path / "o", str(tmp_path))
+    msg = _messages(info.value)
+    assert "0 or 1" in msg and "'2'" in msg and DISEASES[1] in msg
