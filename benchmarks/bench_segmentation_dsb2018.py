@@ -198,7 +198,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{col('sce')} | {col('mce')} | {col('nll', 1.0)} | {col('brier', 1.0)} | "
             f"{col('ece_per_image')} | {et:.1f} | {et / base:.2f} |"
         )
-    lines += ["", "Per seed:", "", "| loss | seed | Dice | mean IoU | ECE |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per seed:",
+        "",
+        "| loss | seed | Dice | mean IoU | ECE |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['loss']} | {r['seed']} | {100 * r['dice']:.2f} | {100 * r['mean_iou']:.2f} | "

@@ -170,7 +170,7 @@ def test_split(data_root, tmp_path):
     lists = {k: [d["id"] for d in v] for k, v in parser.get_parsed_content("datalists").items()}
     assert lists["test"] == dsb2018_split(data_root, num_test=2, seed=0)["test"]
     assert [len(lists[k]) for k in ("train", "val", "test")] == [2, 1, 2]
-    assert len(set(sum(lists.values(), []))) == 5
+    assert len({i for v in lists.values() for i in v}) == 5
 
 
 @pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])

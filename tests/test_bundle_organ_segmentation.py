@@ -165,7 +165,7 @@ def test_split_is_seeded_and_disjoint(data_root, tmp_path):
     lists = parser.get_parsed_content("datalists")
     names = {k: [os.path.basename(d["image"]) for d in v] for k, v in lists.items()}
     assert [len(names[k]) for k in ("train", "val", "test")] == [3, 1, 1]
-    assert len(set(sum(names.values(), []))) == 5
+    assert len({i for v in names.values() for i in v}) == 5
     for k, v in lists.items():
         for d in v:
             assert os.path.isfile(d["image"]) and os.path.isfile(d["label"]), k
@@ -189,7 +189,9 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json")])
     parser.update(ov)
-    item = parser.get_parsed_content("load_transforms")(parser.get_parsed_content("datalists#test")[0])
+    item = parser.get_parsed_content("load_transforms")(
+        parser.get_parsed_content("datalists#test")[0]
+    )
     assert tuple(item["label"].shape[1:]) != SHAPE  # resampled to 2.5 mm
     assert stats.shape == (1, 15, 3) and stats[0, :, 0].sum() == item["label"][0].numel()
     assert (tmp_path / "eval" / "reliability.png").stat().st_size > 1000

@@ -33,6 +33,8 @@ else:
 
 __all__ = ["SEGMENTATION_METRICS", "SegmentationCalibrationReport"]
 
+_PRED_LABEL = from_engine(["pred", "label"])
+
 # Keys of metrics.json, in order.
 SEGMENTATION_METRICS = ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image")
 
@@ -134,7 +136,7 @@ class SegmentationCalibrationReport:
     def __init__(
         self,
         output_dir: str,
-        output_transform: Callable = from_engine(["pred", "label"]),
+        output_transform: Callable = _PRED_LABEL,
         num_bins: int = 15,
         num_bins_per_image: int = 20,
         include_background: bool = False,
@@ -182,7 +184,9 @@ class SegmentationCalibrationReport:
         self.add(y_pred, y)
 
     def add(
-        self, y_pred: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor | Sequence[torch.Tensor]
+        self,
+        y_pred: torch.Tensor | Sequence[torch.Tensor],
+        y: torch.Tensor | Sequence[torch.Tensor],
     ) -> None:
         """Add a batch (or a list of channel-first items) of probabilities and labels."""
         from monai.metrics import compute_dice, compute_iou
@@ -201,10 +205,11 @@ class SegmentationCalibrationReport:
                 f"got {len(preds)} predictions but {len(labels)} labels in one iteration."
             )
         per_image = PooledCalibrationErrorMetric(
-            num_bins=self.num_bins_per_image, per_image=True,
+            num_bins=self.num_bins_per_image,
+            per_image=True,
             include_background=self.include_background,
         )
-        for p, lab in zip(preds, labels):
+        for p, lab in zip(preds, labels, strict=True):
             p = p.detach().float()[None]
             lab = lab.detach().to(p.device)[None]
             k = p.shape[1]
@@ -281,6 +286,7 @@ class SegmentationCalibrationReport:
             from monai_calib.visualize import plot_reliability_diagram
 
             fig, _ = plot_reliability_diagram(self._top_total, title=self.title)
-            fig.savefig(os.path.join(self.output_dir, "reliability.png"), dpi=100,
-                        bbox_inches="tight")
+            fig.savefig(
+                os.path.join(self.output_dir, "reliability.png"), dpi=100, bbox_inches="tight"
+            )
         self.logger.info(f"segmentation report written to {self.output_dir}: {self.results}")

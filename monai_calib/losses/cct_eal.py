@@ -19,8 +19,8 @@ from monai_calib._utils import (
 )
 from monai_calib._utils.distributed import all_reduce_sum
 
+from ._fused import scaled_ce_and_entropy
 from ._stateful import StatefulLossBase
-from .mit import scaled_ce_and_entropy
 
 __all__ = ["CCTEALLoss"]
 

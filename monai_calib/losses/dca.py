@@ -14,7 +14,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import reduce_per_sample
 
-from .tet import _backward_weights, _log_softmax, _prepare_inputs
+from ._fused import backward_weights, log_softmax_rows, prepare_inputs
 
 __all__ = ["DCALoss"]
 
@@ -35,7 +35,7 @@ class _DCAFunction(torch.autograd.Function):
         beta: float,
         reduction: str,
     ) -> torch.Tensor:
-        logp = _log_softmax(z)
+        logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
         ce = logp.gather(1, yi).squeeze(1).neg_()
         log_conf, m = logp.max(dim=1)
@@ -54,7 +54,7 @@ class _DCAFunction(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, conf, mi, yi, sign = ctx.saved_tensors
         batch = p.shape[0]
-        g, total = _backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
+        g, total = backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
         b = (total * ctx.beta / batch * sign) * conf.unsqueeze(1)  # (B, 1)
         dz = p * (g - b)
         dz.scatter_add_(1, yi, g.expand_as(yi).neg())
@@ -106,7 +106,7 @@ class DCALoss(_Loss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_inputs(input, target)
+        z, y = prepare_inputs(input, target)
         return _DCAFunction.apply(z, y, self.beta, self.reduction)
 
     def extra_repr(self) -> str:

@@ -18,7 +18,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import normalize_class_target, reduce_per_sample
 
-from .tet import _backward_weights, _log_softmax, _prepare_inputs
+from ._fused import backward_weights, log_softmax_rows, prepare_inputs
 
 __all__ = ["LSPlusLoss", "class_prior_from_predictions"]
 
@@ -112,7 +112,7 @@ class _LSPlusFunction(torch.autograd.Function):
         c = prior.to(z.dtype)
         r = (1.0 - c) / (k - 1)
         w_cls = (1.0 - mix) + mix * (c - r)  # weight of log p_y
-        logp = _log_softmax(z)
+        logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
         per_sample = logp.gather(1, yi).squeeze(1).mul_(w_cls[y]).neg_()
         if mix != 0.0:
@@ -129,7 +129,7 @@ class _LSPlusFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         logp, yi, w, mr = ctx.saved_tensors
-        g, _ = _backward_weights(grad_output.to(logp.dtype), ctx.reduction, logp.shape[0])
+        g, _ = backward_weights(grad_output.to(logp.dtype), ctx.reduction, logp.shape[0])
         p = logp.exp()
         dz = p.mul_(g) if mr is None else torch.addcmul((g * mr).neg_(), p, g, out=p)
         dz.scatter_add_(1, yi, (g * w).neg_())
@@ -236,7 +236,7 @@ class LSPlusLoss(_Loss):
                 f"input must have shape (B, {k}) to match class_prior (K={k}), got shape "
                 f"{tuple(input.shape)}."
             )
-        z, y = _prepare_inputs(input, target)
+        z, y = prepare_inputs(input, target)
         return _LSPlusFunction.apply(z, y, self.class_prior, self.mix, self.reduction)
 
     def extra_repr(self) -> str:

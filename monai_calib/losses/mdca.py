@@ -15,7 +15,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import reduce_per_sample
 
-from .tet import _backward_weights, _log_softmax, _prepare_inputs
+from ._fused import backward_weights, log_softmax_rows, prepare_inputs
 
 __all__ = ["MDCALoss"]
 
@@ -42,7 +42,7 @@ class _MDCAFunction(torch.autograd.Function):
         reduction: str,
     ) -> torch.Tensor:
         batch, k = z.shape
-        logp = _log_softmax(z)
+        logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
         logp_y = logp.gather(1, yi).squeeze(1)
         coef = None  # focal: dL/dz_i = coef_i * (p_i - e_y)
@@ -80,7 +80,7 @@ class _MDCAFunction(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, yi, sign, ps, coef = ctx.saved_tensors
         batch, k = p.shape
-        g, total = _backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
+        g, total = backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
         # base part: w_i * p_i - v_i * e_y - u_i * 1
         w = g if coef is None else g * coef.unsqueeze(1)
         v = w
@@ -169,7 +169,7 @@ class MDCALoss(_Loss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_inputs(input, target)
+        z, y = prepare_inputs(input, target)
         return _MDCAFunction.apply(
             z, y, self.beta, self.base_loss, self.gamma, self.smoothing, self.reduction
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,84 +20,10 @@ from monai_calib._utils import (
 )
 from monai_calib._utils.distributed import all_reduce_sum
 
+from ._fused import scaled_ce_and_entropy
 from ._stateful import StatefulLossBase
 
 __all__ = ["MiTLoss"]
-
-
-class _ScaledCEEntropy(torch.autograd.Function):
-    """Per-sample cross-entropy and predictive entropy of ``softmax(z / T)`` in one fused pass.
-
-    ``T`` is a 0-d tensor (one global temperature) or a ``(B, 1)`` tensor (one per sample). The
-    backward pass is written out so that autograd does not record the ~10 elementwise ops of the
-    plain formulation (this keeps the loss close to the cost of ``F.cross_entropy``). With
-    :math:`s = z / T`, :math:`p = \\mathrm{softmax}(s)`, :math:`H = -\\sum_j p_j \\log p_j` and
-    upstream gradients :math:`g_{ce}, g_{H}` of one sample:
-
-    .. math::
-        \\frac{\\partial \\ell}{\\partial s_j} = g_{ce}(p_j - [j = y])
-            - g_{H}\\, p_j (\\log p_j + H), \\qquad
-        \\frac{\\partial \\ell}{\\partial z} = \\frac{1}{T}\\frac{\\partial \\ell}{\\partial s},
-        \\qquad
-        \\frac{\\partial \\ell}{\\partial T} = -\\frac{1}{T}\\sum_j
-            \\frac{\\partial \\ell}{\\partial s_j} \\log p_j,
-
-    the last one because each row of :math:`\\partial \\ell / \\partial s` sums to zero, so
-    :math:`s_j` can be replaced by :math:`\\log p_j = s_j - \\mathrm{logsumexp}(s)`.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = z / temperature
-        if s.is_cuda or s.shape[1] > 64:
-            logp = torch.log_softmax(s, dim=1)
-            entropy = -torch.linalg.vecdot(logp.exp(), logp)
-        else:
-            # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
-            shifted = s.sub_(s.amax(dim=1, keepdim=True))
-            e = shifted.exp()
-            sum_e = e.sum(dim=1)
-            log_z = sum_e.log()
-            # H = log Z - sum_j e_j * shifted_j / Z
-            entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
-            logp = shifted.sub_(log_z.unsqueeze(1))
-        ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
-        ctx.save_for_backward(logp, temperature, target, entropy)
-        return ce, entropy
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: Any, grad_ce: torch.Tensor, grad_ent: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        logp, temperature, target, entropy = ctx.saved_tensors
-        # autograd materialises unused output gradients as zeros, so both are tensors here
-        # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
-        ds = logp + entropy.unsqueeze(1)
-        ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
-        ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
-        grad_z = grad_t = None
-        if ctx.needs_input_grad[1]:
-            if temperature.ndim == 0:
-                grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
-            else:
-                grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
-        if ctx.needs_input_grad[0]:
-            grad_z = ds.div_(temperature)
-        return grad_z, grad_t, None
-
-
-def scaled_ce_and_entropy(
-    z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``(CE, entropy)`` of ``softmax(z / temperature)``, both of shape ``(B,)``.
-
-    Private helper shared by :py:class:`MiTLoss` and ``CCTEALLoss``; ``temperature`` is 0-d or
-    ``(B, 1)`` and is cast to ``z.dtype``. Differentiable w.r.t. ``z`` and ``temperature``.
-    """
-    return _ScaledCEEntropy.apply(z, temperature.to(z.dtype), target)
 
 
 class MiTLoss(StatefulLossBase):

@@ -4,7 +4,7 @@
 
 The forward and backward passes are fused in a :class:`torch.autograd.Function` (one
 ``log_softmax``, hand-written gradient) so the loss costs little more than plain cross-entropy.
-The module also holds :func:`_prepare_inputs`, the input handling shared by the stateless
+The module also holds :func:`prepare_inputs`, the input handling shared by the stateless
 multi-class losses of this package (TET, DCA, MDCA, LS+).
 """
 
@@ -15,80 +15,12 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import (
-    accumulation_dtype,
-    check_finite,
-    check_logits_2d,
-    normalize_class_target,
     reduce_per_sample,
 )
 
+from ._fused import backward_weights, log_softmax_rows, prepare_inputs, rowdot
+
 __all__ = ["TETLoss"]
-
-
-def _prepare_inputs(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate ``(B, K)`` logits and a class target; return float logits and ``(B,)`` indices.
-
-    The logits are cast to the accumulation dtype (float32 for fp16/bf16). The finiteness test
-    is a single ``sum`` (NaN/Inf anywhere make the sum non-finite); only then does the full
-    :func:`check_finite` run to build the error message. This keeps the validation cost a small
-    fraction of a cross-entropy pass on large batches.
-    """
-    check_logits_2d(input, name="input", finite=False)
-    # detach: no autograd node for the check
-    if not bool(torch.isfinite(input.detach().sum(dtype=accumulation_dtype(input)))):
-        # a sum of huge finite values may overflow too; check_finite then finds nothing
-        check_finite(input, "input")
-    idx = normalize_class_target(
-        target, num_classes=input.shape[1], batch_size=input.shape[0], device=input.device
-    )
-    return input.to(accumulation_dtype(input)), idx
-
-
-def _log_softmax(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """``log_softmax(scale * x, dim=1)`` for ``(B, K)`` ``x`` and ``scale > 0``.
-
-    On CPU, PyTorch's ``log_softmax`` kernel is slow for few classes (measured ~15x slower than
-    the plain max-shift formula below for float32 with K = 9..16, and ~3x for K <= 8; torch
-    2.14), so for ``K <= 16`` on CPU the standard algorithm is written out: ``s = scale * (x -
-    max x)``, ``s - log sum exp s``. Elsewhere (GPU, many classes) the fused kernel is used.
-    """
-    if x.device.type != "cpu" or x.shape[1] > 16:
-        return torch.log_softmax(x if scale == 1.0 else x * scale, dim=1)
-    m = x.amax(dim=1, keepdim=True)
-    s = torch.sub(x, m) if scale == 1.0 else torch.add(m.mul_(-scale), x, alpha=scale)
-    lse = s.exp().sum(dim=1, keepdim=True).log_()
-    return s.sub_(lse)
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot product of two ``(B, K)`` tensors, shape ``(B,)``.
-
-    On CPU a batched matrix product (no ``(B, K)`` temporary; the TET loss measured ~15 % faster
-    than with ``linalg.vecdot`` for K = 10..32). Elsewhere ``linalg.vecdot``, so that a TF32
-    matmul setting on GPU cannot lower the precision.
-    """
-    if a.device.type != "cpu":
-        return torch.linalg.vecdot(a, b)
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-
-
-def _reduce_scale(reduction: str, batch_size: int) -> float:
-    """Per-sample weight of the reduced loss: 1/B for "mean", 1 for "sum" (and "none")."""
-    return 1.0 / batch_size if reduction == LossReduction.MEAN.value else 1.0
-
-
-def _backward_weights(
-    grad_output: torch.Tensor, reduction: str, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample upstream gradients ``g`` (shape ``(B, 1)``) and their sum ``G`` (scalar).
-
-    For a scalar output, every sample's loss enters with weight ``grad_output * scale``.
-    """
-    if reduction == LossReduction.NONE.value:
-        g = grad_output.reshape(-1, 1)
-        return g, g.sum()
-    g = grad_output * _reduce_scale(reduction, batch_size)
-    return g.reshape(1, 1).expand(batch_size, 1), g * batch_size
 
 
 class _TETFunction(torch.autograd.Function):
@@ -108,7 +40,7 @@ class _TETFunction(torch.autograd.Function):
         eps: float,
         reduction: str,
     ) -> torch.Tensor:
-        logp = _log_softmax(z, 1.0 / temperature)
+        logp = log_softmax_rows(z, 1.0 / temperature)
         yi = y.unsqueeze(1)
         ce = logp.gather(1, yi).squeeze(1).neg_()
         # buffers are reused in place: on large batches the allocations cost as much as the math
@@ -117,12 +49,12 @@ class _TETFunction(torch.autograd.Function):
             log_pe = p + eps
             ratio = torch.div(p, log_pe) if z.requires_grad else None
             log_pe.log_()
-            neg_ent = _rowdot(p, log_pe)  # -H_eps(p), shape (B,)
+            neg_ent = rowdot(p, log_pe)  # -H_eps(p), shape (B,)
             per_sample = torch.add(ce, neg_ent, alpha=entropy_weight)
             if z.requires_grad:
                 a = log_pe.add_(ratio)  # type: ignore[arg-type]
                 del ratio
-                pa = _rowdot(p, a).unsqueeze(1)
+                pa = rowdot(p, a).unsqueeze(1)
                 # p + lambda * p * (a - <p, a>), written into a's buffer
                 grad = torch.addcmul(p, p, a.sub_(pa), value=entropy_weight, out=a)
         else:
@@ -138,7 +70,7 @@ class _TETFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         grad, yi = ctx.saved_tensors
-        g, _ = _backward_weights(grad_output.to(grad.dtype), ctx.reduction, grad.shape[0])
+        g, _ = backward_weights(grad_output.to(grad.dtype), ctx.reduction, grad.shape[0])
         g = g / ctx.temperature
         dz = grad * g
         dz.scatter_add_(1, yi, g.expand_as(yi).neg())
@@ -219,7 +151,7 @@ class TETLoss(_Loss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_inputs(input, target)
+        z, y = prepare_inputs(input, target)
         return _TETFunction.apply(
             z,
             y,
