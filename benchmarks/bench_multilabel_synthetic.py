@@ -127,6 +127,26 @@ def fmt(vals: list[float], scale: float = 100.0) -> str:
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
 
+def verdict(rows: dict[str, list[dict]]) -> list[str]:
+    """Plain-language comparison of LDACE+CCL (and LDACE) against BCE on the seed means."""
+
+    def mean(name: str, col: str) -> float:
+        return float(np.mean([r[col] for r in rows[name]]))
+
+    lines = ["## Does LDACE+CCL improve calibration over BCE?", ""]
+    for name in ("ldace", "ldace_ccl"):
+        parts = []
+        for col in ("ece", "ece_micro", "ace", "mce", "brier", "nll", "hamming", "auc_macro"):
+            b, o = mean("bce", col), mean(name, col)
+            better = o > b if col == "auc_macro" else o < b
+            scale = 1.0 if col == "nll" else 100.0
+            parts.append(
+                f"{col} {scale * o:.2f} vs {scale * b:.2f} ({'better' if better else 'worse'})"
+            )
+        lines.append(f"- {name} vs bce (seed means): " + "; ".join(parts) + ".")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", default="benchmarks/results_multilabel.md")
@@ -188,7 +208,7 @@ def main() -> None:
             + " | ".join(fmt([r[c] for r in rs], 1.0 if c == "nll" else 100.0) for c in COLUMNS)
             + " |"
         )
-    md += ["", f"Total time {total:.0f} s with {a.threads} threads.", ""]
+    md += ["", f"Total time {total:.0f} s with {a.threads} threads.", "", *verdict(rows), ""]
     Path(a.output).write_text("\n".join(md))
     print("\n".join(md))
 

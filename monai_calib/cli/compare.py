@@ -46,8 +46,22 @@ COLUMN_TITLES = {
     "auc_micro": "AUC (micro)",
     "dice": "Dice",
     "mean_iou": "mIoU",
+    "ece_micro": "ECE (micro)",
+    "ece_weighted": "ECE (weighted)",
+    "ece_per_image": "ECE (per image)",
 }
-LOWER_IS_BETTER = {"ece", "ace", "sce", "mce", "nll", "brier", "hamming"}
+LOWER_IS_BETTER = {
+    "ece",
+    "ace",
+    "sce",
+    "mce",
+    "nll",
+    "brier",
+    "hamming",
+    "ece_micro",
+    "ece_weighted",
+    "ece_per_image",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
