@@ -71,11 +71,87 @@ def _train(files: list[str], meta: str, overrides: dict[str, Any]) -> list[float
     return times
 
 
+def _step_times(
+    configs: Path, overrides: dict[str, Any], losses: list[str], reps: int
+) -> dict[str, tuple[float, float]]:
+    """Median wall times of one training step (forward, loss, backward, Adam) and of the loss
+    alone (forward + backward on fixed logits), per loss.
+
+    Same network weights, the same fixed batch of patches and round-robin order over the losses,
+    so slow-downs from other jobs on the machine hit every loss alike.
+    """
+    from monai.bundle import ConfigParser
+
+    parsers, batch = {}, None
+    for name in losses:
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / f"loss_{name}.json")])
+        parser.update(overrides)
+        parsers[name] = parser
+        if batch is None:
+            batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    state = None
+    parts = {}
+    for name, parser in parsers.items():
+        net = parser.get_parsed_content("network")
+        if state is None:
+            state = {k: v.clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(state)
+        parts[name] = (
+            net,
+            parser.get_parsed_content("loss"),
+            parser.get_parsed_content("optimizer"),
+        )
+    with torch.no_grad():
+        logits = parts[losses[0]][0](batch["image"])
+    times: dict[str, list[float]] = {name: [] for name in losses}
+    loss_times: dict[str, list[float]] = {name: [] for name in losses}
+    for _ in range(reps):
+        for name in losses:
+            net, loss, opt = parts[name]
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss(net(batch["image"]), batch["label"]).backward()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+            z = logits.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            loss(z, batch["label"]).backward()
+            loss_times[name].append(time.perf_counter() - t0)
+    return {
+        name: (statistics.median(times[name]), statistics.median(loss_times[name]))
+        for name in losses
+    }
+
+
 def _fmt(values: list[float], scale: float = 100.0) -> str:
     v = [x * scale for x in values]
     if len(v) == 1:
         return f"{v[0]:.2f}"
     return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}"
+
+
+def _timing_section(
+    configs: Path, overrides: dict[str, Any], losses: list[str], args: argparse.Namespace
+) -> str:
+    steps = _step_times(configs, overrides, losses, args.step_reps)
+    base, base_loss = steps.get("dice_ce", (float("nan"), float("nan")))
+    lines = [
+        "",
+        f"Training-step time (forward + loss + backward + Adam step on one fixed batch of "
+        f"{args.batch_size * args.num_samples} patches {args.patch}x{args.patch}, same weights, "
+        f"losses interleaved, median of {args.step_reps}, {args.threads} CPU thread(s)):",
+        "",
+        "| loss | step time (ms) | step / DiceCE | loss fwd+bwd (ms) | loss / DiceCE |",
+        "|---|---|---|---|---|",
+    ]
+    for name in losses:
+        st, lt = steps[name]
+        lines.append(
+            f"| {TITLES.get(name, name)} | {1000 * st:.0f} | {st / base:.3f} | "
+            f"{1000 * lt:.1f} | {lt / base_loss:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -100,6 +176,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="torch CPU threads (1 is much faster than 2 on a shared, oversubscribed machine)",
     )
     p.add_argument("--losses", default=",".join(LOSSES))
+    p.add_argument("--step-reps", type=int, default=15, help="repetitions of the step timing")
+    p.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only time training steps and update that section of the markdown file",
+    )
     p.add_argument("--output", default="/tmp/bench_segmentation_dsb2018")
     p.add_argument("--markdown", default=str(repo / "benchmarks" / "results_segmentation.md"))
     args = p.parse_args(argv)
@@ -109,9 +191,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     losses = [s.strip() for s in args.losses.split(",") if s.strip()]
     features = [int(v) for v in args.features.split(",")]
     torch.set_num_threads(args.threads)
+    step_overrides = {
+        "data_root": str(Path(args.data_root).resolve()),
+        "image_size": args.patch,
+        "num_samples": args.num_samples,
+        "batch_size": args.batch_size,
+        "features": features,
+        "output_dir": str(Path(args.output) / "step_timing"),
+    }
     configs = Path(bundle_dir("cell_segmentation")) / "configs"
     meta = str(configs / "metadata.json")
     out = Path(args.output)
+    md = Path(args.markdown)
+    if args.timing_only:
+        section = _timing_section(configs, step_overrides, losses, args)
+        text = md.read_text() if md.exists() else ""
+        marker = "<!-- step-timing -->"
+        if marker in text:
+            pre, _, rest = text.partition(marker)
+            post = rest.partition(marker)[2]
+            md.write_text(pre + marker + "\n" + section + "\n" + marker + post)
+        else:
+            md.write_text(text + "\n" + marker + "\n" + section + "\n" + marker + "\n")
+        print(section)
+        return {}
     rows: list[dict[str, Any]] = []
     t_all = time.time()
     for seed in range(args.seeds):
@@ -211,7 +314,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{100 * r['ece']:.2f} |"
         )
     lines.append("")
-    md = Path(args.markdown)
+    marker = "<!-- step-timing -->"
+    section = _timing_section(configs, step_overrides, losses, args)
+    lines += [marker, section, marker, ""]
     if md.exists() and "<!-- measured -->" in md.read_text():
         head = md.read_text().split("<!-- measured -->")[0]
         md.write_text(head + "<!-- measured -->\n\n" + "\n".join(lines))
