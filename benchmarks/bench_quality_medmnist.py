@@ -35,9 +35,10 @@ def claim_check(summary: dict) -> list[str]:
         rel = 1.0 - s["ece"]["mean"] / ce["ece"]["mean"]
         dacc = 100.0 * (s["acc"]["mean"] - ce["acc"]["mean"])
         ok = rel >= 0.30 and dacc >= -1.5
+        change = f"{100 * abs(rel):.1f}% {'lower' if rel >= 0 else 'higher'}"
         lines.append(
             f"- {name}: ECE {100 * s['ece']['mean']:.2f} vs CE {100 * ce['ece']['mean']:.2f} "
-            f"({100 * rel:+.1f}% lower), accuracy {dacc:+.2f} points -> "
+            f"({change}), accuracy {dacc:+.2f} points -> "
             f"{'meets' if ok else 'does not meet'} the claim"
         )
     return lines

@@ -168,7 +168,7 @@ def test_constructor_and_shape_errors():
     with pytest.raises(ValueError, match='reduction="none" is not supported'):
         CAMLLoss(reduction="none")
     loss = CAMLLoss(to_onehot_y=True, softmax=True)
-    with pytest.raises(AssertionError, match="ground truth has different shape"):
+    with pytest.raises(ValueError, match="target must have the batch and spatial sizes"):
         loss(torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 3)))
     with pytest.warns(UserWarning, match="single channel prediction, .softmax=True. ignored."):
         CAMLLoss(softmax=True)(torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)).float())

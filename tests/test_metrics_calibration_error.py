@@ -491,3 +491,147 @@ def test_bad_statistics():
         calibration_error_from_statistics(-torch.ones(1, 5, 3))
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         calibration_error_from_statistics(np.zeros((1, 5, 3)))
+
+
+# ---------------------------------------------------------------- chunked CPU fast path
+def _np_width_statistics(p, y, num_bins, target):
+    """float64 numpy statistics; bins from ceil(q * M) computed in the input's precision."""
+    p = p.numpy()
+    y = y.numpy()
+    m = p.dtype.type(num_bins)
+    if target == "top_label":
+        conf = p.max(1)[:, None]
+        correct = (p.argmax(1) == y)[:, None]  # numpy argmax: the first maximal class too
+    else:
+        conf = p
+        correct = y[:, None] == np.arange(p.shape[1])[None, :]
+    bins = np.clip(np.ceil(conf * m).astype(np.int64) - 1, 0, num_bins - 1)
+    out = np.zeros((conf.shape[1], num_bins, 3))
+    for c in range(conf.shape[1]):
+        out[c, :, 0] = np.bincount(bins[:, c], minlength=num_bins)
+        out[c, :, 1] = np.bincount(
+            bins[:, c], weights=conf[:, c].astype(np.float64), minlength=num_bins
+        )
+        out[c, :, 2] = np.bincount(
+            bins[:, c], weights=correct[:, c].astype(np.float64), minlength=num_bins
+        )
+    return torch.from_numpy(out)
+
+
+def _with_ties_and_edges(p):
+    """Rows with tied maxima (first / later class), exact 0 and 1 confidences."""
+    k = p.shape[1]
+    p[:3] = 0.0
+    p[0, 0] = p[1, k - 1] = p[2, 1] = 1.0
+    p[3:6] = 1.0 / k  # all classes tied
+    p[6] = 0.0
+    p[6, 1:3] = 0.5  # tie between classes 1 and 2
+    p[7] = 0.0
+    p[7, k - 2 :] = 0.5  # tie between the last two classes
+    return p
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_classes", [3, 10, 70])
+def test_chunked_statistics_match_float64_reference(threads, dtype, num_classes):
+    # N spans many chunks (and a partial last one); K = 70 takes the strided-copy transpose
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        p, y = _random_probs(30_011, num_classes, seed=21, dtype=dtype)
+        p = _with_ties_and_edges(p)
+        y[:8] = torch.tensor([0, 0, 1, 0, 1, 2, 1, num_classes - 1]) % num_classes
+        for target in ("top_label", "classwise"):
+            for num_bins in (1, 15):
+                got = calibration_statistics(p, y, num_bins=num_bins, target=target)
+                ref = _np_width_statistics(p, y, num_bins, target)
+                assert torch.equal(got[..., 0], ref[..., 0]), (target, num_bins)
+                assert torch.equal(got[..., 2], ref[..., 2]), (target, num_bins)
+                assert torch.allclose(got[..., 1], ref[..., 1], rtol=1e-12, atol=1e-9)
+                ece = calibration_error_from_statistics(got)
+                assert float(ece) == pytest.approx(
+                    float(calibration_error_from_statistics(ref)), abs=1e-12
+                )
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+@pytest.mark.parametrize("target", ["top_label", "classwise"])
+def test_chunked_dense_matches_float64_reference(target):
+    g = torch.Generator().manual_seed(5)
+    p = torch.softmax(3 * torch.randn(2, 4, 70, 60, 9, generator=g), dim=1)
+    y = torch.randint(0, 4, (2, 70, 60, 9), generator=g)
+    p[0, :, 0, 0, :4] = 0.25  # tied voxels
+    p[1, :, 3, 3, 0] = torch.tensor([0.0, 0.5, 0.5, 0.0])
+    flat_p = p.movedim(1, -1).reshape(-1, 4)
+    got = calibration_statistics(p, y.unsqueeze(1), target=target)
+    ref = _np_width_statistics(flat_p, y.reshape(-1), 15, target)
+    assert torch.equal(got[..., 0], ref[..., 0]) and torch.equal(got[..., 2], ref[..., 2])
+    assert torch.allclose(got[..., 1], ref[..., 1], rtol=1e-12, atol=1e-9)
+
+
+def test_chunked_identity_transpose_is_exact_and_precision_guarded():
+    # the (N, K) chunks are transposed by eye @ chunk.T; it must reproduce every value bit for
+    # bit (subnormal, tiny and exact 0/1 entries included), and reduced-precision matmul
+    # settings must switch it off without changing the result
+    p, y = _random_probs(20_000, 6, seed=3, dtype=torch.float32)
+    p[:50, 0] = torch.finfo(torch.float32).tiny / 8  # subnormal
+    p[50:100, 1] = 1e-30
+    p = p / p.sum(1, keepdim=True)
+    ref = _np_width_statistics(p, y, 15, "classwise")
+    got = calibration_statistics(p, y, target="classwise")
+    assert torch.equal(got[..., 0], ref[..., 0])
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert torch.equal(calibration_statistics(p, y, target="classwise"), got)
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_chunked_checks_find_bad_values_in_any_chunk_with_the_same_messages():
+    p, y = _random_probs(50_000, 4, seed=2, dtype=torch.float32)
+    late_sum = p.clone()
+    late_sum[30_000] *= 0.9  # only a later chunk is off
+    for target in ("top_label", "classwise"):
+        with pytest.raises(ValueError, match=r"largest \|sum - 1\| is 0\.1, above the tolerance"):
+            calibration_error(late_sum, y, target=target)
+    # a range error anywhere takes precedence over a sum error in an earlier chunk
+    both = p.clone()
+    both[10] *= 0.9
+    both[45_000, 0] = -0.25
+    both[45_000, 1] += 0.25
+    for target in ("top_label", "classwise"):
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*got values in \[-0\.25"):
+            calibration_error(both, y, target=target)
+    nan = p.clone()
+    nan[49_999, 2] = float("nan")
+    with pytest.raises(ValueError, match="must be finite, got 1 NaN and 0 Inf"):
+        calibration_error(nan, y)
+    inf = p.clone()
+    inf[40_000, 3] = float("inf")
+    with pytest.raises(ValueError, match="must be finite, got 0 NaN and 1 Inf"):
+        calibration_error(inf, y, target="classwise")
+    with pytest.raises(ValueError, match="must be finite, got 0 NaN and 1 Inf"):
+        calibration_error(inf, y)
+    dense = torch.softmax(torch.randn(2, 3, 40, 40, 40), dim=1)
+    dense[1, :, 39, 39, 39] = torch.tensor([0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"largest \|sum - 1\| is 0\.5"):
+        calibration_error(dense, torch.zeros(2, 40, 40, 40, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.long])
+def test_dense_one_hot_labels_equal_index_labels(dtype):
+    g = torch.Generator().manual_seed(9)
+    p = torch.softmax(2 * torch.randn(2, 5, 9, 8, generator=g), dim=1)
+    idx = torch.randint(0, 5, (2, 1, 9, 8), generator=g)
+    one_hot = torch.zeros(2, 5, 9, 8).scatter_(1, idx, 1.0).to(dtype)
+    if dtype != torch.long:
+        one_hot[0, :, 0, 0] = 0.0
+        one_hot[0, 4, 0, 0] = 1.0
+        one_hot[0, 0, 0, 0] = 1e-30  # accepted (the voxel sums to exactly 1), class 4
+        idx[0, 0, 0, 0] = 4
+    for target in ("top_label", "classwise"):
+        a = calibration_statistics(p, one_hot, target=target)
+        assert torch.equal(a, calibration_statistics(p, idx, target=target))

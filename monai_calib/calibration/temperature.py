@@ -108,8 +108,8 @@ class TemperatureScaler(nn.Module):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        if not float(temperature) > 0.0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if not (math.isfinite(float(temperature)) and float(temperature) > 0.0):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}.")
         self.register_buffer(
             "log_temperature",
             torch.tensor(math.log(float(temperature)), dtype=torch.float64),

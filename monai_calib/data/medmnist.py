@@ -11,6 +11,7 @@ with messages that list the valid choices.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ class MedMNISTDataset(Dataset):
     Raises:
         ValueError: unknown flag, size or split.
         FileNotFoundError: the ``.npz`` file is not under ``root`` and ``download`` is False.
+        ValueError: the ``.npz`` file is unreadable (truncated, corrupted, missing keys); the
+            message names the file.
     """
 
     def __init__(
@@ -141,7 +144,14 @@ class MedMNISTDataset(Dataset):
                 "holds it, or download=True to fetch it (needs internet)."
             )
         cls = getattr(medmnist, self.info["python_class"])
-        self._ds = cls(split=split, root=root, size=self.size, download=download, as_rgb=as_rgb)
+        try:
+            self._ds = cls(split=split, root=root, size=self.size, download=download, as_rgb=as_rgb)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            # numpy's messages ("File is not a zip file", "pickled (object) data") name no file
+            raise ValueError(
+                f"MedMNIST file {path!r} could not be read (truncated or corrupted download?): "
+                f"{type(e).__name__}: {e}. Delete it and download it again."
+            ) from e
         self.root = root
         self.transform = transform
         self.as_rgb = as_rgb

@@ -81,7 +81,8 @@ class SegmentationCalibrationReport:
       :func:`monai.metrics.compute_iou` on the one-hot argmax prediction and one-hot label
       (``include_background`` as given, ``ignore_empty=True``), reduced exactly like
       :class:`monai.metrics.DiceMetric` / :class:`monai.metrics.MeanIoU` with
-      ``reduction="mean"`` (per-image channel mean, then the mean over images).
+      ``reduction="mean"`` (per-image channel mean, then the mean over images; images without
+      any foreground are skipped; NaN, where MONAI gives 0, when no image has foreground).
     - ``ece``, ``mce``: pooled top-label calibration error over **all voxels of all images**
       from the summed equal-width statistics of
       :func:`monai_calib.metrics.calibration_statistics`:

@@ -164,10 +164,9 @@ class CAMLLoss(_MultiplicativeBase):
             TypeError: When ``input`` is not a floating point tensor.
             ValueError: When input and target have different numbers of dimensions, or the
                 target's channel count is neither 1 nor N, or index targets are out of range,
-                or ``input`` holds NaN/Inf, or ``modulating_fn`` returns a non-scalar, negative
-                or non-finite weight.
-            AssertionError: When input and target (after one-hot and background removal) have
-                different shapes (MONAI ``DiceLoss``'s error).
+                or ``input`` holds NaN/Inf, or the target's batch or spatial sizes differ from
+                ``input``'s, or ``input`` is empty, or ``to_onehot_y=True`` with a one-hot
+                target, or ``modulating_fn`` returns a non-scalar, negative or non-finite weight.
 
         Returns:
             the scalar loss.

@@ -231,7 +231,7 @@ class LSPlusLoss(_Loss):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
         k = self.class_prior.shape[0]
-        if input.ndim == 2 and input.shape[1] != k:
+        if isinstance(input, torch.Tensor) and input.ndim == 2 and input.shape[1] != k:
             raise ValueError(
                 f"input must have shape (B, {k}) to match class_prior (K={k}), got shape "
                 f"{tuple(input.shape)}."

@@ -101,6 +101,28 @@ class _MultiplicativeBase(_Loss):
                 "number of channels for target is neither 1 (without one-hot encoding) nor the "
                 f"same as input, got shape {input.shape} and {target.shape}."
             )
+        if target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+            raise ValueError(
+                "target must have the batch and spatial sizes of input "
+                f"{(input.shape[0], *input.shape[2:])} (B, *spatial), got target shape "
+                f"{tuple(target.shape)} for input shape {tuple(input.shape)}."
+            )
+        if input.numel() == 0:
+            raise ValueError(
+                f"input is empty (shape {tuple(input.shape)}); B and every spatial size must be "
+                ">= 1."
+            )
+        if not self.to_onehot_y and n_pred_ch > 1 and target.shape[1] == 1:
+            raise ValueError(
+                f"target of shape {tuple(target.shape)} holds class indices (B1H[W[D]]) but "
+                f"to_onehot_y=False; pass to_onehot_y=True, or a one-hot target of shape "
+                f"{tuple(input.shape)}."
+            )
+        if self.to_onehot_y and n_pred_ch > 1 and target.shape[1] != 1:
+            raise ValueError(
+                "to_onehot_y=True expects class indices of shape B1H[W[D]] as target, got shape "
+                f"{tuple(target.shape)}; pass to_onehot_y=False for a one-hot target."
+            )
         if not bool(torch.isfinite(input.sum(dtype=accumulation_dtype(input)))):
             check_finite(input, "input")
         input = input.to(accumulation_dtype(input))
@@ -263,9 +285,8 @@ class MultiplicativeLoss(_MultiplicativeBase):
             TypeError: When ``input`` is not a floating point tensor.
             ValueError: When input and target have different numbers of dimensions, or the
                 target's channel count is neither 1 nor N, or index targets are out of range,
-                or ``input`` holds NaN/Inf.
-            AssertionError: When input and target (after one-hot and background removal) have
-                different shapes (MONAI ``DiceLoss``'s error).
+                or ``input`` holds NaN/Inf, or the target's batch or spatial sizes differ from
+                ``input``'s, or ``input`` is empty, or ``to_onehot_y=True`` with a one-hot target.
 
         Returns:
             the scalar loss.

@@ -32,6 +32,7 @@ __all__ = [
     "check_option",
     "prepare_multiclass",
     "prepare_multilabel",
+    "raise_probability_error",
     "sum_tolerance",
 ]
 
@@ -109,7 +110,11 @@ def _to_float(y_pred: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_multiclass(
-    y_pred: torch.Tensor, y: torch.Tensor, logits: bool = False, check_sum: bool = True
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    logits: bool = False,
+    check_sum: bool = True,
+    check_probs: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate softmax-type inputs; return ``(probs, labels)``.
 
@@ -120,6 +125,10 @@ def prepare_multiclass(
             shape.
         logits: whether ``y_pred`` holds logits.
         check_sum: verify that probability rows sum to 1 (within :func:`sum_tolerance`).
+        check_probs: run the probability checks (range, and the row sums if ``check_sum``)
+            here. ``False`` is for callers that compute the same quantities in their own fused
+            pass and call :func:`raise_probability_error` when they fail (ignored with
+            ``logits=True``, whose finiteness check always runs here).
 
     Returns:
         ``probs`` with ``y_pred``'s shape (float32 for half inputs, the input dtype otherwise)
@@ -131,6 +140,7 @@ def prepare_multiclass(
             values, probabilities outside [0, 1] or rows that do not sum to 1.
     """
     _check_y_pred(y_pred, min_classes=2)
+    in_dtype = y_pred.dtype  # the sum tolerance is the input's (bf16 rows carry bf16 rounding)
     y_pred = _to_float(y_pred)
     num_classes = y_pred.shape[1]
     labels = _normalize_dense_labels(y, y_pred.shape)
@@ -139,23 +149,52 @@ def prepare_multiclass(
     if logits:
         check_finite(y_pred, "y_pred")
         return torch.softmax(y_pred, dim=1), labels
-    _check_probabilities(y_pred)
-    if check_sum and y_pred.numel() > 0:
-        tol = sum_tolerance(y_pred.dtype, num_classes)
-        if y_pred.ndim == 2:  # a matrix-vector product beats sum(dim=1) over a short inner dim
-            row_sums = y_pred @ torch.ones(num_classes, dtype=y_pred.dtype, device=y_pred.device)
-        else:
-            row_sums = y_pred.sum(dim=1)
-        lo, hi = torch.aminmax(row_sums)
-        err = max(1.0 - float(lo), float(hi) - 1.0)
-        if err > tol:
-            raise ValueError(
-                "y_pred holds probabilities that do not sum to 1 over dim 1 (classes): the "
-                f"largest |sum - 1| is {err:.3g}, above the tolerance {tol:.3g}. Pass "
-                "logits=True for raw network outputs, normalise the probabilities, or use "
-                'target="marginal" for independent (sigmoid, multi-label) probabilities.'
-            )
+    if check_probs:
+        _check_probabilities(y_pred)
+        if check_sum and y_pred.numel() > 0:
+            err, tol = _row_sum_error(y_pred), sum_tolerance(in_dtype, num_classes)
+            if err > tol:
+                _raise_sum_error(err, tol)
     return y_pred, labels
+
+
+def _row_sum_error(y_pred: torch.Tensor) -> float:
+    """``max |sum_k p_k - 1|`` over the rows (voxels) of ``y_pred`` (non-empty)."""
+    if y_pred.ndim == 2:  # a matrix-vector product beats sum(dim=1) over a short inner dim
+        ones = torch.ones(y_pred.shape[1], dtype=y_pred.dtype, device=y_pred.device)
+        row_sums = y_pred @ ones
+    else:
+        row_sums = y_pred.sum(dim=1)
+    lo, hi = torch.aminmax(row_sums)
+    return max(1.0 - float(lo), float(hi) - 1.0)
+
+
+def _raise_sum_error(err: float, tol: float) -> None:
+    raise ValueError(
+        "y_pred holds probabilities that do not sum to 1 over dim 1 (classes): the "
+        f"largest |sum - 1| is {err:.3g}, above the tolerance {tol:.3g}. Pass "
+        "logits=True for raw network outputs, normalise the probabilities, or use "
+        'target="marginal" for independent (sigmoid, multi-label) probabilities.'
+    )
+
+
+def raise_probability_error(y_pred: torch.Tensor, sum_err: float, check_sum: bool = True) -> None:
+    """Raise the error of :func:`prepare_multiclass`'s probability checks for ``y_pred``.
+
+    For callers that ran the checks in their own fused pass (``check_probs=False``) and found a
+    violation: the whole tensor is checked again in :func:`prepare_multiclass`'s order (NaN/Inf,
+    then the [0, 1] range, then the row sums) so that the same error, with the same message, is
+    raised. ``sum_err`` is the caller's ``max |sum - 1|``; it is reported if the recomputed row
+    sums (rounded differently) happen to fall within the tolerance.
+
+    Raises:
+        ValueError: always.
+    """
+    tol = sum_tolerance(y_pred.dtype, y_pred.shape[1])  # the input's dtype, as above
+    y_pred = _to_float(y_pred)
+    _check_probabilities(y_pred)
+    err = _row_sum_error(y_pred) if check_sum and y_pred.numel() > 0 else sum_err
+    _raise_sum_error(err if err > tol else sum_err, tol)
 
 
 def prepare_multilabel(
@@ -215,8 +254,8 @@ def _normalize_dense_labels(y: torch.Tensor, pred_shape: torch.Size) -> torch.Te
         return normalize_class_target(y, num_classes, batch_size=batch, name="y")
     shape = tuple(y.shape)
     if shape == tuple(pred_shape):
-        # one-hot <=> entries >= 0, every voxel's max is 1 and its sum is 1 (max gives the index)
-        top, idx = y.max(dim=1)
+        # one-hot <=> entries >= 0, every voxel's max is 1 and its sum is 1
+        top = y.amax(dim=1)  # no indices: max(dim=1) with indices is several times slower
         ok = y.numel() == 0 or (
             bool(y.amin() >= 0) and bool((top == 1).all()) and bool((y.sum(dim=1) == 1).all())
         )
@@ -226,6 +265,7 @@ def _normalize_dense_labels(y: torch.Tensor, pred_shape: torch.Size) -> torch.Te
                 "voxel must hold exactly one 1 and zeros elsewhere; soft or multi-hot targets "
                 'are not supported here (use target="marginal" for multi-label).'
             )
+        idx = _one_hot_index(y)
     elif shape == (batch, 1, *spatial):
         idx = y[:, 0]
     elif shape == (batch, *spatial):
@@ -250,3 +290,26 @@ def _normalize_dense_labels(y: torch.Tensor, pred_shape: torch.Size) -> torch.Te
                 f"[{int(lo)}, {int(hi)}]."
             )
     return idx
+
+
+def _one_hot_index(y: torch.Tensor) -> torch.Tensor:
+    """Class index of every voxel of a validated dense one-hot ``y`` ``(B, K, *spatial)``.
+
+    Each voxel holds a single entry equal to 1 and entries >= 0 summing to exactly 1, so the
+    others are zeros or values too small to change a float sum with 1. On the CPU the index is
+    the product ``[0, 1, ..., K-1] @ y`` (one batched matrix product instead of the slow
+    ``max(dim=1)`` with indices): it is ``k + d`` with ``0 <= d < 1`` (``d = 0`` for a true
+    one-hot), rounded toward ``k`` by the integer conversion, so it equals ``argmax``.
+    """
+    exact_matmul = (
+        y.dtype in (torch.float32, torch.float64)
+        and y.device.type == "cpu"
+        and torch.get_float32_matmul_precision() == "highest"
+        and y.shape[1] <= 2**20
+    )
+    if not exact_matmul:
+        return y.argmax(dim=1)
+    batch, num_classes = y.shape[0], y.shape[1]
+    weights = torch.arange(num_classes, dtype=y.dtype).view(1, num_classes)
+    idx = torch.matmul(weights, y.reshape(batch, num_classes, -1))
+    return idx.reshape(batch, *y.shape[2:]).long()

@@ -26,7 +26,14 @@ from typing import Literal
 
 import torch
 
-from ._inputs import check_num_bins, check_option, prepare_multiclass, prepare_multilabel
+from ._inputs import (
+    check_num_bins,
+    check_option,
+    prepare_multiclass,
+    prepare_multilabel,
+    raise_probability_error,
+    sum_tolerance,
+)
 
 __all__ = [
     "BINNINGS",
@@ -91,6 +98,145 @@ def _accumulate(
     return stats[:, 1:].contiguous()
 
 
+# Values (classes x samples) per chunk of the CPU fast path: the chunk and its temporaries stay in
+# the core's L2 cache, so no sample-sized tensor is allocated (and page-faulted) per call. With
+# several intra-op threads the chunks stay below ATen's parallel grain size (32768 elements):
+# a parallel region per small op costs more in synchronisation (a lot more on a busy machine,
+# where every region waits for a descheduled worker) than it saves.
+_CHUNK_VALUES = 1 << 16
+_CHUNK_VALUES_THREADED = (1 << 15) - 1
+# (N, K) inputs are transposed chunk-wise by a product with the identity up to this K (exact,
+# see _transpose_exact); above it by a strided copy.
+_MM_TRANSPOSE_MAX_K = 64
+
+
+def _transpose_exact(c: torch.Tensor, eye: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``out = c.T`` for a ``(n, K)`` chunk.
+
+    ``eye @ c.T`` is several times faster than a strided copy for small ``K`` and exact for
+    finite values: every output is ``1 * x`` plus products ``0 * y = 0`` (only the sign of a zero
+    may change). Only used on the CPU with the float32 matmul precision ``"highest"``
+    (no reduced-precision matmul); non-finite inputs, which could smear NaN over a row, are
+    rejected by the range check on the untransposed chunk.
+    """
+    if eye is None:
+        out.copy_(c.t())
+    else:
+        torch.mm(eye, c.t(), out=out)
+
+
+def _chunks(probs: torch.Tensor, labels: torch.Tensor):
+    """Yield ``(x, lab, src)``: ``x`` a ``(K, n)`` block of probabilities (class-major),
+    ``lab`` the ``(1, n)`` labels and ``src`` the same values in the input layout."""
+    num_classes = probs.shape[1]
+    values = _CHUNK_VALUES if torch.get_num_threads() == 1 else _CHUNK_VALUES_THREADED
+    step = max(1, values // num_classes)
+    if probs.ndim == 2:
+        n_rows = probs.shape[0]
+        eye = None
+        if (
+            num_classes <= _MM_TRANSPOSE_MAX_K
+            and torch.get_num_threads() == 1  # a threaded BLAS call per chunk costs more
+            and torch.get_float32_matmul_precision() == "highest"
+        ):
+            eye = torch.eye(num_classes, dtype=probs.dtype)
+        buf = torch.empty(num_classes, min(step, n_rows), dtype=probs.dtype)
+        for s0 in range(0, n_rows, step):
+            c = probs[s0 : s0 + step]
+            n = c.shape[0]
+            x = buf if n == buf.shape[1] else torch.empty(num_classes, n, dtype=probs.dtype)
+            _transpose_exact(c, eye, x)
+            yield x, labels[s0 : s0 + step].unsqueeze(0), c
+    else:
+        batch = probs.shape[0]
+        p3 = probs.reshape(batch, num_classes, -1)
+        l2 = labels.reshape(batch, -1)
+        for b in range(batch):
+            for s0 in range(0, p3.shape[2], step):
+                x = p3[b, :, s0 : s0 + step]
+                yield x, l2[b : b + 1, s0 : s0 + step], x
+
+
+def _fast_equal_width(
+    y_pred: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    target: str,
+    num_bins: int,
+    check: bool,
+) -> torch.Tensor:
+    """Equal-width statistics of softmax-type inputs in one chunked pass (CPU).
+
+    Per chunk of ``K x n`` values, in cache: the probability checks (minimum over all values,
+    maximum via the row maxima, row sums ``sum(0)``), then one integer key per (sample, group)
+    ``key = 2 * (group * (M + 1) + ceil(q * M)) + correct`` so that one ``bincount`` gives the
+    counts and hits and one weighted ``bincount`` (float64 weights) the confidence sums.
+    Top-label correctness avoids the slow ``max(dim)`` with indices: ``argmax == y`` iff
+    ``p_y == max_k p_k`` when the row maximum is attained once; a chunk holding a tied row
+    (detected by counting ``p == max`` entries) takes the exact ``max(dim=0)`` index path
+    (first maximal class, as documented). Results equal those of the unchunked path (counts
+    are the same integers; sums are float64, added chunk-wise).
+    """
+    num_classes = probs.shape[1]
+    top = target == "top_label"
+    groups = 1 if top else num_classes
+    width = num_bins + 1
+    size = 2 * groups * width
+    key_dtype = torch.int32 if size < 2**31 else torch.int64
+    slot_dtype = torch.float64 if num_bins >= 2**24 else probs.dtype
+    counts = torch.zeros(size, dtype=torch.int64)
+    sums = torch.zeros(size, dtype=torch.float64)
+    tol = sum_tolerance(y_pred.dtype, num_classes)  # the input's dtype: bf16 rows are coarser
+    threaded = torch.get_num_threads() > 1
+    offsets = None
+    if not top:  # 2 * class * (M + 1) per row of a (K, n) block
+        offsets = torch.arange(0, size, 2 * width, dtype=key_dtype).unsqueeze(1)
+        classes = torch.arange(num_classes).unsqueeze(1)
+    for x, lab, src in _chunks(probs, labels):
+        n = x.shape[1]
+        conf = torch.amax(x, 0) if top else x
+        if check:
+            if top:
+                lo, hi = src.amin(), conf.amax()
+            else:
+                lo, hi = torch.aminmax(src)
+            row_sums = x.sum(0)
+            slo, shi = torch.aminmax(row_sums)
+            err = max(1.0 - float(slo), float(shi) - 1.0)
+            if not (bool(lo >= 0) and bool(hi <= 1)) or err > tol:
+                raise_probability_error(y_pred, err)
+        slots = torch.mul(conf, num_bins) if slot_dtype == conf.dtype else conf.to(slot_dtype)
+        if slot_dtype != conf.dtype:
+            slots.mul_(num_bins)
+        if threaded:
+            # ceil(q M) for q M >= 0 as trunc + (trunc < q M): exact, and unlike ``ceil`` (a
+            # VML kernel that opens a parallel region from 2048 elements) serial on a chunk
+            key = slots.to(key_dtype)
+            key.add_(torch.lt(key, slots))
+        else:
+            key = slots.ceil_().to(key_dtype)
+        if top:
+            ties = torch.eq(x, conf, out=torch.empty_like(x, memory_format=torch.contiguous_format))
+            if float(ties.sum()) != n:  # a row maximum is attained twice: exact argmax
+                correct = x.max(0).indices == lab[0]
+            else:
+                correct = x.gather(0, lab)[0] == conf
+            key.mul_(2).add_(correct)
+        else:
+            correct = torch.eq(lab, classes).to(key_dtype)
+            key = torch.add(correct, key, alpha=2).add_(offsets)
+        flat = key.reshape(-1)
+        counts += torch.bincount(flat, minlength=size)
+        sums += torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=size)
+    pairs = counts.view(groups, width, 2)
+    stats = torch.stack(
+        [pairs.sum(-1).double(), sums.view(groups, width, 2).sum(-1), pairs[..., 1].double()],
+        dim=-1,
+    )
+    stats[:, 1] += stats[:, 0]  # a confidence of exactly 0 belongs to the first bin
+    return stats[:, 1:].contiguous()
+
+
 def _class_view(x: torch.Tensor) -> torch.Tensor:
     """``(B, K, *spatial)`` -> ``(K, N)`` with every voxel a column (a view for ``(B, K)``)."""
     return x.movedim(1, 0).reshape(x.shape[1], -1)
@@ -110,6 +256,11 @@ def _equal_mass_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
     sorted_values = torch.sort(values, dim=-1).values.contiguous()
     rank = torch.searchsorted(sorted_values, values, right=False)
     return torch.div(rank * num_bins, max(n, 1), rounding_mode="floor")
+
+
+def _fast_path_ok(y_pred: object) -> bool:
+    """The chunked path is for CPU tensors (a GPU prefers few large kernels)."""
+    return isinstance(y_pred, torch.Tensor) and y_pred.device.type == "cpu"
 
 
 def calibration_statistics(
@@ -180,7 +331,10 @@ def calibration_statistics(
     if target == "marginal":
         probs, truth = prepare_multilabel(y_pred, y, logits=logits)
     else:
-        probs, labels = prepare_multiclass(y_pred, y, logits=logits)
+        fast = binning == "equal_width" and _fast_path_ok(y_pred)
+        probs, labels = prepare_multiclass(y_pred, y, logits=logits, check_probs=not fast)
+        if fast and probs.numel() > 0:
+            return _fast_equal_width(y_pred, probs, labels, target, num_bins, check=not logits)
 
     width = num_bins + 1
     if target == "top_label":

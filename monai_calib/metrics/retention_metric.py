@@ -72,6 +72,10 @@ class RetentionAUCMetric(StorageCumulativeMetric):
         if y is None:
             raise ValueError("y (the ground truth) is required, got None.")
         probs, labels = prepare_multiclass(y_pred, y, logits=self.logits)
+        if not self.logits and probs.dtype != y_pred.dtype:
+            # half-precision probabilities are stored as given (an exact round trip), so that
+            # aggregate() re-validates their row sums with the half-precision tolerance
+            probs = probs.to(y_pred.dtype)
         return probs.movedim(1, -1).reshape(-1, probs.shape[1]), labels.reshape(-1)
 
     def curve(self) -> tuple[torch.Tensor, torch.Tensor]:
