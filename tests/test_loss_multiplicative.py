@@ -182,7 +182,7 @@ def test_shape_errors():
     with pytest.raises(ValueError, match="target must have the batch and spatial sizes"):
         loss(logits, torch.randint(0, 3, (1, 1, 4, 4)))
     # index target without to_onehot_y
-    with pytest.raises(ValueError, match="holds class indices .* but to_onehot_y=False"):
+    with pytest.raises(ValueError, match=r"holds class indices .* but to_onehot_y=False"):
         MultiplicativeLoss(softmax=True)(logits, torch.randint(0, 3, (2, 1, 4, 4)))
     with pytest.raises(ValueError, match=r"target class indices must be in \[0, 2\]"):
         loss(logits, torch.full((2, 1, 4, 4), 3))

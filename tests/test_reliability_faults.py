@@ -297,3 +297,40 @@ def test_compare_unknown_bundle_lists_choices(tmp_path: Path, capsys) -> None:
     assert main(["--bundle", "nosuch_bundle", "--output", str(tmp_path / "out")]) != 0
     msg = capsys.readouterr().err
     assert "'nosuch_bundle' not found" in msg and "'medmnist_classification'" in msg
+
+
+# ------------------------------------------------------------------ prediction writer
+
+
+def _write_predictions(tmp_path: Path, batches: list[torch.Tensor], **kwargs: object) -> Path:
+    from ignite.engine import Engine
+
+    from monai_calib.handlers import ProbabilityWriter
+
+    out = tmp_path / "sub" / "probs.csv"
+    engine = Engine(lambda e, batch: batch)
+    ProbabilityWriter(str(out), output_transform=lambda o: o, **kwargs).attach(engine)
+    engine.run(batches, max_epochs=1)
+    return out
+
+
+def test_probability_writer_one_row_per_sample(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.softmax(torch.randn(n, 3, generator=g), 1) for n in (4, 1, 3)]
+    out = _write_predictions(tmp_path, [b.to(torch.bfloat16) for b in batches])
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    probs = torch.cat(batches).to(torch.bfloat16).float()
+    assert len(rows) == probs.shape[0] == 8  # count in = count out
+    for row, p in zip(rows, probs, strict=True):
+        assert int(row["predicted_class"]) == int(p.argmax())
+        assert float(row["confidence"]) == pytest.approx(float(p.max()), abs=1e-6)
+
+
+def test_probability_writer_rejects_nan_and_bad_class_names(tmp_path: Path) -> None:
+    bad = torch.full((2, 3), 1.0 / 3)
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"pred must be finite, got 1 NaN"):
+        _write_predictions(tmp_path, [bad])
+    with pytest.raises(ValueError, match=r"class_names has 2 names but predictions have 3"):
+        _write_predictions(tmp_path, [torch.full((2, 3), 1.0 / 3)], class_names=["a", "b"])

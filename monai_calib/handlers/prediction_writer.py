@@ -13,6 +13,8 @@ import torch
 from monai.handlers.utils import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_calib._utils.validation import check_finite
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -60,7 +62,9 @@ class ProbabilityWriter:
     def update(self, engine: Engine) -> None:
         probs = self.output_transform(engine.state.output)
         probs = torch.stack(list(probs)) if isinstance(probs, Sequence) else probs
-        self._rows.append(torch.as_tensor(probs).detach().float().cpu().reshape(len(probs), -1))
+        rows = torch.as_tensor(probs).detach().float().cpu().reshape(len(probs), -1)
+        check_finite(rows, "pred")  # a NaN row would be written as "nan" and picked as class 0
+        self._rows.append(rows)
 
     def __call__(self, engine: Engine) -> None:
         probs = torch.cat(self._rows) if self._rows else torch.zeros(0, 0)

@@ -293,10 +293,11 @@ def calibration_statistics(
     Equal-width statistics are additive: the statistics of a concatenation of batches are the sum
     of the batches' statistics, which is how the metric streams and reduces over DDP ranks.
     Computed from one flattened ``(c, bin)`` index per (sample, group) pair, binned in the
-    input's precision (float32 for float32/half inputs): one ``bincount`` for the counts, one
-    weighted ``bincount`` for the confidence sums (float64 accumulation) and one over the indices
-    of the correct pairs only (for ``"classwise"`` the true class of each sample is gathered, so
-    no one-hot is materialised), without any Python loop over bins, classes or images.
+    input's precision (float32 for float32/half inputs): ``bincount`` for the counts and the
+    correctness sums, weighted ``bincount`` for the confidence sums (float64 accumulation),
+    without any Python loop over bins or classes and without materialising a one-hot. On the
+    CPU, softmax-type equal-width statistics are computed in one pass over cache-sized blocks
+    that also runs the input checks (see ``_fast_equal_width``); counts are the same integers.
 
     Args:
         y_pred: probabilities (or logits with ``logits=True``), class axis at dim 1.
