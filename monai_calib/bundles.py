@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["BUNDLE_NAMES", "bundle_dir", "require_file"]
+__all__ = ["BUNDLE_NAMES", "bundle_dir", "require_checkpoint", "require_file"]
 
 BUNDLE_NAMES = (
     "medmnist_classification",
@@ -56,4 +56,29 @@ def require_file(path: str, what: str = "file") -> str:
     """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming ``what``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path!r}.")
+    return path
+
+
+def require_checkpoint(path: str, what: str = "checkpoint") -> str:
+    """Return ``path`` if it holds a checkpoint that loads with ``weights_only=True``.
+
+    A missing file raises ``FileNotFoundError``; an empty, truncated or foreign file raises
+    ``ValueError`` naming the file and the reason, before any network or loss is touched (torch's
+    own messages for these cases name no file).
+    """
+    import torch
+
+    require_file(path, what)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # EOFError, UnpicklingError, RuntimeError ("corrupted"), ...
+        raise ValueError(
+            f"{what} {path!r} could not be read as a PyTorch checkpoint with weights_only=True "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty or truncated'})."
+        ) from e
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{what} {path!r} must hold a dict of state_dicts (as CheckpointSaver writes), got "
+            f"{type(state).__name__}."
+        )
     return path

@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monai_calib.metrics import (
+    brier_score,
     calibration_error,
     calibration_error_from_statistics,
     calibration_statistics,
+    negative_log_likelihood,
 )
 
 REDUCTIONS = ("expected", "average", "maximum")
@@ -185,10 +187,17 @@ def test_no_samples_gives_nan(reduction, norm, target, binning):
         p, y = torch.zeros(0, 3), torch.zeros(0, 3)
     else:
         p, y = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
-    out = calibration_error(p, y, target=target, reduction=reduction, norm=norm, binning=binning)
+    # NaN, but never silently: a warning says there were no samples
+    with pytest.warns(UserWarning, match="no samples"):
+        out = calibration_error(
+            p, y, target=target, reduction=reduction, norm=norm, binning=binning
+        )
     assert math.isnan(float(out))
     stats = torch.zeros(2, 5, 3, dtype=torch.float64)
-    per = calibration_error_from_statistics(stats, reduction=reduction, norm=norm, average=False)
+    with pytest.warns(UserWarning, match="no samples"):
+        per = calibration_error_from_statistics(
+            stats, reduction=reduction, norm=norm, average=False
+        )
     assert per.shape == (2,) and bool(torch.isnan(per).all())
 
 
@@ -635,3 +644,10 @@ def test_dense_one_hot_labels_equal_index_labels(dtype):
     for target in ("top_label", "classwise"):
         a = calibration_statistics(p, one_hot, target=target)
         assert torch.equal(a, calibration_statistics(p, idx, target=target))
+
+
+@pytest.mark.parametrize("fn", [brier_score, negative_log_likelihood])
+def test_scores_of_no_samples_warn_and_give_nan(fn):
+    with pytest.warns(UserWarning, match="no samples"):
+        out = fn(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    assert math.isnan(float(out))

@@ -154,6 +154,28 @@ def test_bad_checkpoint_stops_the_run(tmp_path: Path, fault: str, exc: type, pat
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.parametrize("fault", ["truncated", "empty", "garbage", "not_a_dict"])
+def test_bundle_checkpoint_check_names_the_file(tmp_path: Path, fault: str) -> None:
+    """The bundles' evaluate/inference configs call ``require_checkpoint`` before loading, so an
+    empty or foreign file gives a message naming it (torch's own EOFError names nothing)."""
+    from monai_calib.bundles import require_checkpoint
+
+    good = tmp_path / "good.pt"
+    torch.save({"model": nn.Linear(3, 2).state_dict()}, good)
+    assert require_checkpoint(str(good)) == str(good)
+    path = tmp_path / "model.pt"
+    data = good.read_bytes()
+    content = {"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"nope" * 64}
+    if fault in content:
+        path.write_bytes(content[fault])
+    else:
+        torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match=re.escape(repr(str(path)))):
+        require_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        require_checkpoint(str(tmp_path / "missing.pt"))
+
+
 # ------------------------------------------------------------------------- datasets
 
 

@@ -22,6 +22,7 @@ bins of the LS+ reference code (spec §6.4).
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -460,6 +461,8 @@ def calibration_error_from_statistics(
             per = torch.sqrt((gap * gap).sum(-1) / n_nonempty)
     else:
         per = torch.where(nonempty, gap, torch.full_like(gap, -1.0)).amax(-1)
+    if not bool((total > 0).any()):
+        warnings.warn("calibration error: no samples in any bin; the result is NaN.", stacklevel=2)
     per = torch.where(total > 0, per, nan)
     return per.mean() if average else per
 

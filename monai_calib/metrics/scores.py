@@ -9,6 +9,8 @@ so the scores stream at fixed memory exactly like the binned calibration errors.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +22,13 @@ __all__ = [
     "negative_log_likelihood",
     "nll_statistics",
 ]
+
+
+def _mean_from_statistics(stats: torch.Tensor, name: str) -> torch.Tensor:
+    """``sum / count``; an empty input gives NaN *with a warning*, never silently."""
+    if float(stats[1]) == 0:
+        warnings.warn(f"{name}: the input holds no samples; the result is NaN.", stacklevel=3)
+    return stats[0] / stats[1]
 
 
 def _gather_true(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,8 +105,9 @@ def brier_score(
         Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather
         Review 1950. LS+ reference code (spec §6.4).
     """
-    s = brier_statistics(y_pred, y, logits=logits, multilabel=multilabel)
-    return s[0] / s[1]
+    return _mean_from_statistics(
+        brier_statistics(y_pred, y, logits=logits, multilabel=multilabel), "brier_score"
+    )
 
 
 def nll_statistics(
@@ -173,5 +183,7 @@ def negative_log_likelihood(
         ValueError: ``eps`` outside [0, 0.5), and the input errors of :func:`brier_score`.
         TypeError: as :func:`brier_score`.
     """
-    s = nll_statistics(y_pred, y, logits=logits, multilabel=multilabel, eps=eps)
-    return s[0] / s[1]
+    return _mean_from_statistics(
+        nll_statistics(y_pred, y, logits=logits, multilabel=multilabel, eps=eps),
+        "negative_log_likelihood",
+    )
