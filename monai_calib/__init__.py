@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import bundles, calibration, data, handlers, losses, metrics, transforms, visualize  # noqa: E402
+from . import bundles, calibration, data, handlers, losses, metrics, transforms, visualize
 
 __all__ = [
     "__version__",
