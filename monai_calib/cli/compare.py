@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{','.join(DEFAULT_LOSSES)} for the classification bundles, every overlay otherwise",
     )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs per run")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per run")
     p.add_argument("--output", default="compare_output", help="output folder")
     p.add_argument("--batch-size", type=int, default=None, help="override the bundle's batch size")
     p.add_argument("--image-size", type=int, default=None, help="override the image size")
