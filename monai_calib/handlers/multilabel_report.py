@@ -20,7 +20,7 @@ from monai.handlers.utils import from_engine
 
 from monai_calib.metrics._cumulative import StorageCumulativeMetric
 
-from .report import CalibrationReport, write_curve_files
+from .report import CalibrationReport, write_curve_files, write_metrics_files
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -290,17 +290,9 @@ class MultiLabelCalibrationReport(CalibrationReport):
 
     def write(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Write the files listed in the class docstring for gathered ``(N, K)`` tensors."""
-        import csv
-        import json
         import os
 
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-            json.dump(self.results, f, indent=2)
-        with open(os.path.join(self.output_dir, "metrics.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(list(self.results))
-            w.writerow([f"{v:.6f}" for v in self.results.values()])
+        write_metrics_files(self.output_dir, self.results)
         np.savez_compressed(
             os.path.join(self.output_dir, "predictions.npz"),
             probs=probs.numpy().astype(np.float32),

@@ -29,6 +29,7 @@ __all__ = [
     "CalibrationReport",
     "classification_report",
     "write_curve_files",
+    "write_metrics_files",
 ]
 
 # Column order of the report (also the order of compare's table).
@@ -78,6 +79,17 @@ def classification_report(
         "r_auc": float(retention_auc(p, idx)),
     }
     return out
+
+
+def write_metrics_files(output_dir: str, results: dict[str, float]) -> None:
+    """Write ``metrics.json`` and a one-row ``metrics.csv`` of a report (``output_dir`` created)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(output_dir, "metrics.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(results))
+        w.writerow([f"{v:.6f}" for v in results.values()])
 
 
 def write_curve_files(
@@ -192,13 +204,7 @@ class CalibrationReport:
             self.write(probs, idx)
 
     def write(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-            json.dump(self.results, f, indent=2)
-        with open(os.path.join(self.output_dir, "metrics.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(list(self.results))
-            w.writerow([f"{v:.6f}" for v in self.results.values()])
+        write_metrics_files(self.output_dir, self.results)
         np.savez_compressed(
             os.path.join(self.output_dir, "predictions.npz"),
             probs=probs.numpy().astype(np.float32),

@@ -9,8 +9,6 @@ Brier / NLL sums), so the state does not grow with the number of images or voxel
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -22,6 +20,7 @@ from monai.handlers.utils import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib.handlers.report import write_metrics_files
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -272,13 +271,7 @@ class SegmentationCalibrationReport:
 
     def write(self) -> None:
         """Write metrics.json / metrics.csv / reliability_statistics.npy / reliability.png."""
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-            json.dump(self.results, f, indent=2)
-        with open(os.path.join(self.output_dir, "metrics.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(list(self.results))
-            w.writerow([f"{v:.6f}" for v in self.results.values()])
+        write_metrics_files(self.output_dir, self.results)
         np.save(
             os.path.join(self.output_dir, "reliability_statistics.npy"),
             self._top_total.numpy(),
