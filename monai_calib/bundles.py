@@ -1,6 +1,10 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Locating the MONAI bundles shipped in the repository's ``bundles/`` folder."""
+"""Locating the MONAI bundles shipped with the package.
+
+The bundles live in the repository's top-level ``bundles/`` folder; a built wheel carries the same
+files as package data under ``monai_calib/_bundles/`` (``pyproject.toml`` maps the folder there).
+"""
 
 from __future__ import annotations
 
@@ -19,19 +23,29 @@ BUNDLE_NAMES = (
 )
 
 
+# Wheel (non-editable) install: the bundles are package data next to this module.
+_PACKAGED_BUNDLES = Path(__file__).resolve().parent / "_bundles"
+# Source checkout or editable install: the repository's top-level folder.
+_SOURCE_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
 def _bundles_root() -> Path:
     env = os.environ.get("MONAI_CALIB_BUNDLES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "bundles"
+    if _PACKAGED_BUNDLES.is_dir():
+        return _PACKAGED_BUNDLES
+    return _SOURCE_BUNDLES
 
 
 def bundle_dir(name: str) -> str:
-    """Absolute path of a shipped bundle (``bundles/<name>`` next to the package sources).
+    """Absolute path of a shipped bundle.
 
-    A path to an existing bundle folder is returned unchanged (made absolute), so configs and the
-    ``compare`` command accept either a bundle name or a folder. ``MONAI_CALIB_BUNDLES`` overrides
-    where the named bundles are looked up.
+    Named bundles are looked up in the installed package (``monai_calib/_bundles/<name>``, what a
+    wheel carries) when that folder exists, else in the repository (``bundles/<name>``: a source
+    checkout or an editable install). ``MONAI_CALIB_BUNDLES`` overrides where the named bundles
+    are looked up. A path to an existing bundle folder is returned unchanged (made absolute), so
+    configs and the ``compare`` command accept either a bundle name or a folder.
 
     Raises:
         FileNotFoundError: no such bundle; the message lists the bundles that exist.

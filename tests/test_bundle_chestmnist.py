@@ -91,8 +91,10 @@ def test_compare_report_has_multilabel_columns(compare_out):
     report = (compare_out / "report.md").read_text()
     for title in ("Hamming", "AUC (macro)", "AUC (micro)", "ECE", "ACE", "MCE", "Brier", "NLL"):
         assert f"| {title} " in report or f" {title} |" in report, title
+    from monai_calib.cli.compare import method_name
+
     for loss in LOSSES:
-        assert f"| {loss} |" in report
+        assert f"| {method_name(loss)} |" in report
     assert (compare_out / "reliability.png").stat().st_size > 1000
     summary = json.loads((compare_out / "summary.json").read_text())
     assert set(summary["losses"]) == set(LOSSES)

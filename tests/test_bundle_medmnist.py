@@ -25,8 +25,48 @@ LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
 
 
 def test_every_overlay_the_issue_names_exists():
-    expected = {"ce", "ls", "focal", "dca", "mdca", "ls_plus", "tet", "mit", "cct_eal"}
+    expected = {"ce", "ls", "focal", "dca", "mdca", "ls_plus", "tet", "mit", "mit_init", "cct_eal"}
     assert expected <= set(LOSSES)
+    for loss in LOSSES:  # the run folders and compare's rows are named after loss_name
+        assert json.loads((CONFIGS / f"loss_{loss}.json").read_text())["loss_name"] == loss
+
+
+def test_mit_overlays_start_at_one_or_keep_the_authors_fit():
+    """``loss_mit`` (from scratch): T = 1, no fit; ``loss_mit_init``: the authors' fit first."""
+    mit = json.loads((CONFIGS / "loss_mit.json").read_text())
+    init = json.loads((CONFIGS / "loss_mit_init.json").read_text())
+    handlers = lambda cfg: [h["_target_"] for h in cfg["loss_handlers"]]  # noqa: E731
+    assert handlers(mit) == ["monai_calib.handlers.LossStateUpdater"]
+    assert handlers(init) == [
+        "monai_calib.handlers.MiTTemperatureInit",
+        "monai_calib.handlers.LossStateUpdater",
+    ]
+    assert "init_temperature" not in mit["loss_def"]  # MiTLoss's default, T = 1
+    same = ("loss_def", "probability_transform")
+    assert {k: init[k] for k in same} == {k: mit[k] for k in same}
+
+
+def test_mit_init_overlay_fits_on_the_validation_split_when_told(tmp_path, data_root):
+    """The override the bundle README documents: the handler fits on the validation loader.
+
+    (The synthetic images' intensity encodes the class, so even the random network's logits
+    carry information here and the fit collapses towards T = 0: the bound applies.)
+    """
+    wf = _run(
+        ["train.json", "loss_mit_init.json"],
+        tmp_path,
+        data_root,
+        loss_name="mit_init",
+        **{"loss_handlers#0#data_loader": "@validate#dataloader"},
+    )
+    handler = wf.parser.get_parsed_content("loss_handlers")[0]
+    assert handler.data_loader is wf.parser.get_parsed_content("validate#dataloader")
+    assert handler.num_samples == 20  # the validation split
+    assert handler.nll is not None and handler.prior_entropy is not None
+    if handler.skipped:
+        assert handler.prior_entropy - handler.nll < handler.min_nll_gain
+    else:
+        assert 0.1 <= handler.applied_temperature <= 10.0
 
 
 def test_verify_metadata_rejects_missing_key(tmp_path):

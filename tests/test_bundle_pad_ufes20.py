@@ -43,7 +43,7 @@ def test_bundle_files_exist():
 
 
 def test_overlays_are_the_medmnist_bundles():
-    expected = {"ce", "ls", "focal", "dca", "mdca", "ls_plus", "tet", "mit", "cct_eal"}
+    expected = {"ce", "ls", "focal", "dca", "mdca", "ls_plus", "tet", "mit", "mit_init", "cct_eal"}
     assert expected <= set(LOSSES)
     for path in sorted(MEDMNIST_CONFIGS.glob("loss_*.json")):
         assert (CONFIGS / path.name).is_file(), path.name

@@ -35,11 +35,12 @@ pytestmark = [
 
 def dataset() -> TensorDataset:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D, generator=g) * 2
-    # labels the initial network mostly predicts (finite fitted temperature), every 4th wrong
+    x = torch.randn(N, D, generator=g) * 5
+    # labels the initial network mostly predicts, every 16th wrong: the temperature fit is
+    # informative (MiTTemperatureInit does not skip it) and finite
     with torch.no_grad():
         y = make_net()(x).argmax(dim=1)
-    y[::4] = (y[::4] + 1) % K
+    y[::16] = (y[::16] + 1) % K
     return TensorDataset(x, y)
 
 
@@ -52,7 +53,7 @@ def make_loss(kind: str):
     from monai_calib.losses.cct_eal import CCTEALLoss
     from monai_calib.losses.mit import MiTLoss
 
-    return MiTLoss(K, init_temperature=0.3) if kind == "mit" else CCTEALLoss(K, momentum=0.7)
+    return MiTLoss(K, init_temperature=2.0) if kind == "mit" else CCTEALLoss(K, momentum=0.7)
 
 
 def rank_loader(rank: int) -> DataLoader:
@@ -136,7 +137,14 @@ def single_process(kind: str) -> dict[str, torch.Tensor]:
     if kind == "mit":
         x, y = dataset().tensors
         with torch.no_grad():
-            loss.set_temperature(fit_temperature(net(x), y))
+            logits = net(x)
+        t_fit = fit_temperature(logits, y)
+        # the handler's rule holds by construction: an informative fit inside [0.1, 10]
+        p = torch.bincount(y, minlength=K).double() / len(y)
+        h_prior = float(-(p[p > 0] * p[p > 0].log()).sum())
+        nll = float(nn.functional.cross_entropy(logits.double() / t_fit, y))
+        assert h_prior - nll > 0.2 and 0.1 < t_fit < 10
+        loss.set_temperature(t_fit)
     total = EPOCHS * len(loaders[0])
     it = 0
     for _ in range(EPOCHS):
@@ -179,10 +187,10 @@ def test_ddp_state_is_rank_consistent_and_equals_union(rank_states):
             assert torch.equal(r0["loss.label_counts"], reference["loss.label_counts"])
             assert torch.equal(r0["loss.step"], reference["loss.step"])
             assert float(reference["loss.dual_lambda"]) > 0
-            # the fitted start temperature is far from init_temperature=0.3 (the ranks match
+            # the fitted start temperature is far from init_temperature=2.0 (the ranks match
             # the reference only if they fitted it on the union of their shards)
             t_final = float(nn.functional.softplus(reference["loss.raw_temperature"]))
-            assert abs(t_final - 0.3) > 0.1
+            assert abs(t_final - 2.0) > 0.5
             for key in r0:
                 torch.testing.assert_close(r0[key], reference[key], rtol=1e-5, atol=1e-6)
         else:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -65,14 +66,17 @@ def make_trainer(net, loss, loader, handlers, params=None) -> SupervisedTrainer:
 
 
 def test_mit_temperature_init_in_trainer():
-    net, loss, loader = make_net(), MiTLoss(K), make_loader()
+    net, loss = make_net(), MiTLoss(K)
+    x0, _ = make_tensors(0, 24)
+    x0 = x0 * 3.0  # scaled inputs: the initial logits are far from calibrated (T* clearly != 1)
     with torch.no_grad():  # the logits the handler must see: initial network, whole loader
-        x0, y0 = make_tensors(0, 24)
-        logits0 = net(x0 * 3.0)
+        logits0 = net(x0)
+    # labels the initial network mostly predicts (an informative fit), every 4th one wrong
+    y0 = logits0.argmax(dim=1)
+    y0[::4] = (y0[::4] + 1) % K
     modes = []
     net.register_forward_pre_hook(lambda m, a: modes.append((m.training, torch.is_grad_enabled())))
-    # scale inputs so the initial logits are far from calibrated (T* clearly != 1)
-    loader = DataLoader(TensorDataset(x0 * 3.0, y0), batch_size=8)
+    loader = DataLoader(TensorDataset(x0, y0), batch_size=8)
     handler = MiTTemperatureInit(max_iter=50)  # loss / network / loader from the engine
     trainer = make_trainer(net, loss, loader, [handler])
     used = []
@@ -82,7 +86,9 @@ def test_mit_temperature_init_in_trainer():
     trainer.run()
 
     t_fit = handler.fitted_temperature
+    assert not handler.skipped and handler.skip_reason is None
     assert t_fit is not None and abs(t_fit - 1.0) > 0.05
+    assert handler.applied_temperature == t_fit  # inside the default range [0.1, 10]
     # the loss trained from the fitted temperature (softplus floor 1e-6, float32 parameter)
     assert used[0] == pytest.approx(t_fit, rel=1e-5)
     # the handler fitted on the initial network's logits of the whole loader
@@ -91,6 +97,8 @@ def test_mit_temperature_init_in_trainer():
     best = nll64(logits0, y0, t_fit)
     for factor in (0.9, 0.97, 1.03, 1.1):
         assert best <= nll64(logits0, y0, t_fit * factor) + 1e-7
+    assert handler.nll == pytest.approx(best, rel=1e-9)
+    assert handler.num_samples == 24
     # calibration pass in eval mode without gradients, then training in train mode with them
     n_batches = len(loader)
     assert modes[:n_batches] == [(False, False)] * n_batches
@@ -115,10 +123,12 @@ def test_mit_temperature_init_explicit_loader_and_skip_on_resume():
     before = loss.raw_temperature.detach().clone()
     handler.setup(trainer)
     handler(trainer)
-    assert handler.fitted_temperature is None
+    assert handler.fitted_temperature is None and handler.applied_temperature is None
+    assert handler.skipped and "resumed" in handler.skip_reason
     assert torch.equal(loss.raw_temperature, before)
     trainer.state.iteration = 0
     trainer.run()
+    assert not handler.skipped
     assert handler.fitted_temperature == pytest.approx(expected, rel=1e-6)
 
 
@@ -136,6 +146,181 @@ def test_mit_temperature_init_errors():
         MiTTemperatureInit(max_iter=0)
     with pytest.raises(ValueError, match="lr"):
         MiTTemperatureInit(lr=0.0)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.05", True, None])
+def test_mit_temperature_init_rejects_bad_min_nll_gain(bad):
+    with pytest.raises(ValueError, match=r"min_nll_gain must be a finite number >= 0.*got"):
+        MiTTemperatureInit(min_nll_gain=bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (1.0, 0.5),
+        (0.5, 0.5),
+        (0.0, 1.0),
+        (-1.0, 1.0),
+        (0.1, math.inf),
+        (math.nan, 1.0),
+        (0.1,),
+        (0.1, 1.0, 10.0),
+        "ab",
+        None,
+        5.0,
+    ],
+)
+def test_mit_temperature_init_rejects_bad_temperature_range(bad):
+    with pytest.raises(ValueError, match=r"temperature_range must be a pair \(low, high\).*got"):
+        MiTTemperatureInit(temperature_range=bad)
+
+
+def test_mit_temperature_init_accepts_edge_arguments():
+    handler = MiTTemperatureInit(min_nll_gain=0, temperature_range=[0.5, 2])  # a JSON list
+    assert handler.min_nll_gain == 0.0 and handler.temperature_range == (0.5, 2.0)
+    assert handler.skipped is False and handler.fitted_temperature is None
+
+
+# --- the skip rule and the bounds: a random network vs a trained one
+
+C = 3  # classes of the separable problem
+
+
+def plain_prior_entropy(y: torch.Tensor) -> float:
+    p = np.bincount(y.numpy(), minlength=C) / len(y)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def separable_data(seed: int, n: int, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three Gaussian blobs in 2-D (separable); a fraction ``noise`` of the labels redrawn."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % C
+    centres = torch.tensor([[3.0, 0.0], [-1.5, 2.6], [-1.5, -2.6]])
+    x = centres[y] + torch.randn(n, 2, generator=g)
+    flip = torch.rand(n, generator=g) < noise
+    y = torch.where(flip, torch.randint(0, C, (n,), generator=g), y)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained_linear() -> nn.Module:
+    """A linear model trained on separable data: its logits are informative (about 1 s)."""
+    torch.manual_seed(0)
+    net = nn.Linear(2, C)
+    x, y = separable_data(0, 300)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        assert (net(x).argmax(dim=1) == y).float().mean() > 0.97
+    return net
+
+
+def fit_in_trainer(net: nn.Module, fit_loader: DataLoader, max_epochs: int = 1, **kwargs):
+    """Run a trainer (training data: the separable set) whose MiTTemperatureInit fits on
+    ``fit_loader``; returns the handler, the loss and the temperature of the first iteration."""
+    loss = MiTLoss(C)
+    handler = MiTTemperatureInit(loss, data_loader=fit_loader, name="test_mit_init", **kwargs)
+    train = DataLoader(TensorDataset(*separable_data(1, 60)), batch_size=20)
+    params = list(net.parameters()) + list(loss.parameters())
+    trainer = SupervisedTrainer(
+        device=CPU,
+        max_epochs=max_epochs,
+        train_data_loader=train,
+        network=net,
+        optimizer=torch.optim.SGD(params, lr=0.0),  # lr 0: the network stays as given
+        loss_function=loss,
+        train_handlers=[handler],
+    )
+    used: list[float] = []
+    trainer.add_event_handler(
+        IterationEvents.FORWARD_COMPLETED, lambda e: used.append(float(loss.temperature))
+    )
+    trainer.run()
+    return handler, loss, used[0]
+
+
+def test_mit_temperature_init_skips_on_random_network(caplog):
+    """Labels independent of the inputs, imbalanced prior: the fit can only learn the prior."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 2, generator=g) * 3
+    y = torch.multinomial(torch.tensor([0.7, 0.2, 0.1]), 300, replacement=True, generator=g)
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, C))  # random weights
+    with torch.no_grad():
+        logits = net(x)
+    t_star = fit_temperature(logits, y)
+    h_prior = plain_prior_entropy(y)
+    assert 0.7 < h_prior < 0.9  # the prior is imbalanced (log 3 = 1.10)
+    with caplog.at_level(logging.INFO, logger="test_mit_init"):
+        handler, loss, t_used = fit_in_trainer(net, DataLoader(TensorDataset(x, y), 64))
+    assert handler.skipped and handler.skip_reason.startswith("uninformative fit")
+    assert handler.fitted_temperature is None and handler.applied_temperature is None
+    assert t_used == pytest.approx(1.0, abs=1e-5)  # T stays at init_temperature
+    assert float(loss.temperature) == pytest.approx(1.0, abs=1e-5)
+    # the recorded numbers are the independent ones, and they satisfy the skip rule
+    assert handler.prior_entropy == pytest.approx(h_prior, rel=1e-12)
+    assert handler.nll == pytest.approx(nll64(logits, y, t_star), rel=1e-9)
+    assert handler.prior_entropy - handler.nll < 0.05
+    ours = [r for r in caplog.records if r.name == "test_mit_init"]
+    messages = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    assert len(messages) == 1 and "skipped" in messages[0]
+    assert f"{handler.nll:.4f}" in messages[0] and f"{h_prior:.4f}" in messages[0]
+
+
+def test_mit_temperature_init_fits_trained_network(trained_linear, caplog):
+    """Held-out data with 20 % label noise: the trained network is over-confident there."""
+    x, y = separable_data(2, 150, noise=0.2)
+    with torch.no_grad():
+        logits = trained_linear(x)
+    expected = fit_temperature(logits, y)  # independently of the handler
+    assert 1.2 < expected < 10.0  # over-confident, inside the default range
+    with caplog.at_level(logging.INFO, logger="test_mit_init"):
+        handler, loss, t_used = fit_in_trainer(
+            trained_linear, DataLoader(TensorDataset(x, y), 32), max_epochs=2
+        )
+    assert not handler.skipped and handler.skip_reason is None
+    assert handler.fitted_temperature == pytest.approx(expected, rel=1e-6)
+    assert handler.applied_temperature == handler.fitted_temperature
+    assert 0.1 <= handler.applied_temperature <= 10.0
+    assert t_used == pytest.approx(expected, rel=1e-5)
+    assert handler.num_samples == 150
+    # the record and T survive the second epoch (the network and T do not train: lr 0)
+    assert float(loss.temperature) == pytest.approx(expected, rel=1e-5)
+    # informative: the fitted NLL is clearly below the entropy of the label prior
+    assert handler.prior_entropy == pytest.approx(plain_prior_entropy(y), rel=1e-12)
+    assert handler.nll == pytest.approx(nll64(logits, y, expected), rel=1e-9)
+    assert handler.prior_entropy - handler.nll > 0.3
+    ours = [r for r in caplog.records if r.name == "test_mit_init"]
+    assert [r.levelno for r in ours] == [logging.INFO]
+    infos = [r.getMessage() for r in ours]
+    assert f"set T = {handler.applied_temperature:.6g}" in infos[0]
+
+
+@pytest.mark.parametrize(
+    "scale, temperature_range, bound",
+    [(1e-3, (0.1, 10.0), 0.1), (1e3, (0.1, 10.0), 10.0), (1.0, (0.5, 1.0), 1.0)],
+)
+def test_mit_temperature_init_bounds_the_fit(trained_linear, scale, temperature_range, bound):
+    """Scaling the logits by ``s`` scales T* by ``s`` and leaves its NLL unchanged."""
+    net = nn.Linear(2, C)
+    with torch.no_grad():
+        net.weight.copy_(trained_linear.weight * scale)
+        net.bias.copy_(trained_linear.bias * scale)
+    x, y = separable_data(2, 150, noise=0.2)
+    with torch.no_grad():
+        expected = fit_temperature(net(x), y)
+    assert not temperature_range[0] <= expected <= temperature_range[1]  # the fit is outside
+    kwargs = {"temperature_range": temperature_range}
+    handler, loss, t_used = fit_in_trainer(net, DataLoader(TensorDataset(x, y), 32), **kwargs)
+    assert not handler.skipped
+    assert handler.fitted_temperature == pytest.approx(expected, rel=1e-6)
+    assert handler.applied_temperature == bound
+    assert t_used == pytest.approx(bound, rel=1e-5)
+    assert float(loss.temperature) == pytest.approx(bound, rel=1e-5)
 
 
 # ---------------------------------------------------------------- LSPlusClassPrior

@@ -37,10 +37,19 @@ def deterministic():
     set_determinism(None)
 
 
+def make_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, K))
+
+
 def make_loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D, generator=g)
-    y = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), N, replacement=True, generator=g)
+    x = torch.randn(N, D, generator=g) * 10
+    # labels the initial network (seed 0, as in `build`) predicts, every 10th one wrong, so
+    # MiTTemperatureInit's fit is informative and really sets T in the straight run
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
+        y = make_net()(x).argmax(dim=1)
+    y[::10] = (y[::10] + 1) % K
     ds = TensorDataset(x, y)
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=7)
     return DataLoader(ds, batch_size=BATCH, sampler=sampler)
@@ -48,7 +57,7 @@ def make_loader() -> DataLoader:
 
 def build(kind: str, max_epochs: int, handlers: list):
     set_determinism(seed=0)
-    net = nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, K))
+    net = make_net()
     loss = MiTLoss(K) if kind == "mit" else CCTEALLoss(K)
     opt = torch.optim.Adam(list(net.parameters()) + list(loss.parameters()), lr=0.05)
     state_handlers = [LossStateUpdater(loss)]
@@ -68,7 +77,7 @@ def build(kind: str, max_epochs: int, handlers: list):
     save_dict = {"trainer": trainer, "net": net, "opt": opt, "loss": loss}
     for make_handler in handlers:
         make_handler(save_dict).attach(trainer)
-    return trainer, net, loss, opt
+    return trainer, net, loss, opt, state_handlers[-1]
 
 
 def final_state(net, loss, opt):
@@ -81,15 +90,17 @@ def final_state(net, loss, opt):
 
 @pytest.mark.parametrize("kind", ["mit", "cct_eal"])
 def test_resume_is_bit_identical(kind: str, tmp_path: Path):
-    trainer, net, loss, opt = build(kind, 4, [])
+    trainer, net, loss, opt, init = build(kind, 4, [])
     trainer.run()
     straight = final_state(net, loss, opt)
+    if kind == "mit":  # the straight run did fit T (so a refit on resume would show)
+        assert not init.skipped and abs(init.applied_temperature - 1.0) > 0.05
     iterations = trainer.state.iteration
 
     # the same 4-epoch run, interrupted after epoch 2 (the warm-up schedule depends on
     # max_epochs, so the interrupted run must be configured like the straight one)
     saver = lambda d: CheckpointSaver(str(tmp_path), d, save_interval=1, n_saved=None)  # noqa: E731
-    trainer, net, loss, opt = build(kind, 4, [saver])
+    trainer, net, loss, opt, _ = build(kind, 4, [saver])
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())
     trainer.run()
     assert trainer.state.epoch == 2
@@ -103,7 +114,7 @@ def test_resume_is_bit_identical(kind: str, tmp_path: Path):
 
     # resume in a fresh process-like setup: new objects, different random initial weights
     loader = lambda d: CheckpointLoader(str(ckpt), d)  # noqa: E731
-    trainer, net, loss, opt = build(kind, 4, [loader])
+    trainer, net, loss, opt, init = build(kind, 4, [loader])
     torch.manual_seed(123)
     for p in net.parameters():
         nn.init.normal_(p)
@@ -116,5 +127,6 @@ def test_resume_is_bit_identical(kind: str, tmp_path: Path):
         assert torch.equal(straight[key], resumed[key]), key
     if kind == "mit":
         assert int(loss.step) == iterations
+        assert init.skipped and "resumed" in init.skip_reason  # the checkpointed T was kept
     else:
         assert float(loss.progress) == pytest.approx((iterations - 1) / iterations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -217,13 +218,33 @@ def test_set_temperature_round_trip(value: float) -> None:
 
 
 def test_set_temperature_rejects_bad_values() -> None:
-    loss_fn = MiTLoss(K)
-    for bad in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="temperature"):
+    loss_fn = MiTLoss(K, init_temperature=2.0)
+    before = loss_fn.raw_temperature.detach().clone()
+    for bad in (0.0, -0.0, -1.0, float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match=r"temperature value must be finite and > 0, got"):
             loss_fn.set_temperature(bad)
-    with pytest.warns(UserWarning, match="clamped"):
-        loss_fn.set_temperature(1000.0)
-    assert loss_fn.temperature.item() == loss_fn.temperature_max
+        assert torch.equal(loss_fn.raw_temperature, before)  # unchanged
+
+
+@pytest.mark.parametrize("value", [1000.0, 1e5, 0.05, 1e-9])
+def test_set_temperature_clamps_out_of_range_values(value: float) -> None:
+    loss_fn = MiTLoss(K, temperature_min=0.1, temperature_max=500.0)
+    limit = 500.0 if value > 500.0 else 0.1
+    with pytest.warns(UserWarning, match=rf"outside \[0.1, 500.0\]; clamped to {limit}"):
+        loss_fn.set_temperature(value)
+    # the stored parameter is the bound's, not the value's
+    reference = MiTLoss(K, temperature_min=0.1, temperature_max=500.0, init_temperature=limit)
+    assert torch.equal(loss_fn.raw_temperature, reference.raw_temperature)
+    assert loss_fn.raw_temperature.item() == pytest.approx(math.log(math.expm1(limit)), rel=1e-6)
+    assert loss_fn.temperature.item() == pytest.approx(limit, rel=1e-5)
+
+
+def test_set_temperature_in_range_does_not_warn() -> None:
+    loss_fn = MiTLoss(K, temperature_min=0.1, temperature_max=500.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for value in (0.1, 2.5, 500.0):
+            loss_fn.set_temperature(value)
 
 
 def test_state_dict_round_trip() -> None:

@@ -34,7 +34,9 @@ def fit_temperature(
         - **labels**: class indices ``(N,)`` / ``(N, 1)`` or one-hot ``(N, K)``.
 
     Args:
-        logits: held-out logits (not the training set's).
+        logits: logits of held-out (validation) data, preferably (on its own training data
+            a network looks better calibrated than it is). For ``MiTLoss``'s initialisation see
+            ``monai_calib.handlers.MiTTemperatureInit``.
         labels: their class labels.
         max_iter: L-BFGS iterations. Defaults to ``50``.
         lr: L-BFGS learning rate. Defaults to ``0.1``.

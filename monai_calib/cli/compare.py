@@ -1,10 +1,14 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""``python -m monai_calib compare``: train a bundle once per loss and seed, report calibration.
+"""``python -m monai_calib compare``: which loss gives the best-calibrated model, and is it real?
 
-Each run is the bundle's own ``train.json`` merged with ``configs/loss_<name>.json``, then the same
-plus ``evaluate.json``; both run in this process through ``monai.bundle.ConfigWorkflow``. The
-report is built from each run's ``eval/metrics.json`` and ``eval/predictions.npz``.
+Each run is the bundle's own ``train.json`` merged with ``configs/loss_<name>.json`` (and, with
+``--regime NAME``, ``configs/regime_<NAME>.json``), then the same plus ``evaluate.json``; both run
+in this process through ``monai.bundle.ConfigWorkflow``. For classification bundles each trained
+model is also evaluated after post-hoc temperature scaling fitted on the validation split (a
+``<loss>+ts`` row), and every loss is compared with cross-entropy by a paired bootstrap over the
+test images. The report is built from each run's ``eval/metrics.json`` and
+``eval/predictions.npz``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import csv
 import json
 import logging
 import math
+import platform
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,50 +31,86 @@ import numpy as np
 
 from monai_calib.bundles import bundle_dir
 
-__all__ = ["DEFAULT_LOSSES", "build_parser", "main", "run_compare"]
+__all__ = [
+    "DEFAULT_LOSSES",
+    "METHOD_NAMES",
+    "build_parser",
+    "main",
+    "method_name",
+    "run_compare",
+]
 
 DEFAULT_LOSSES = ("ce", "ls_plus", "mit", "cct_eal")
+DEFAULT_EPOCHS = 15  # the default regime's epochs in compare (the bundle's own train.json says 20)
 # Losses whose overlay needs a CE baseline checkpoint of the same seed (LS+'s class prior).
 NEEDS_BASELINE = {"ls_plus": "ce"}
-TABLE_COLUMNS = ("acc", "auc", "ece", "ace", "sce", "mce", "nll", "brier", "r_auc")
+# The reference every other loss is compared with: the first of these that was run.
+REFERENCE_LOSSES = ("ce", "bce", "dice_ce")
+TS_SUFFIX = "+ts"
+TS_RANGE = (0.05, 20.0)  # bounds of the post-hoc temperature
+# Row labels: the methods' names in their papers (overlay file names stay the ids).
+METHOD_NAMES = {
+    "ce": "CE",
+    "ls": "LS",
+    "focal": "Focal",
+    "dca": "DCA",
+    "mdca": "MDCA",
+    "ls_plus": "LS+",
+    "tet": "TET",
+    "mit": "MiT",
+    "mit_init": "MiT (T fitted at start)",
+    "cct_eal": "CCT-EAL",
+    "bce": "BCE",
+    "ldace": "LDACE",
+    "ldace_ccl": "LDACE+CCL",
+    "dice_ce": "DiceCE",
+    "ml": "ML",
+    "caml": "CAML",
+}
+TABLE_COLUMNS = ("acc", "auc", "ece", "gap", "ace", "sce", "mce", "nll", "brier", "r_auc")
 COLUMN_TITLES = {
-    "acc": "ACC",
-    "auc": "AUC",
-    "ece": "ECE",
-    "ace": "ACE",
-    "sce": "SCE",
-    "mce": "MCE",
-    "nll": "NLL",
-    "brier": "Brier",
-    "r_auc": "R-AUC",
-    "hamming": "Hamming",
-    "auc_macro": "AUC (macro)",
-    "auc_micro": "AUC (micro)",
-    "dice": "Dice",
-    "mean_iou": "mIoU",
-    "ece_micro": "ECE (micro)",
-    "ece_weighted": "ECE (weighted)",
-    "ece_per_image": "ECE (per image)",
+    "acc": "ACC ↑",
+    "auc": "AUC ↑",
+    "ece": "ECE ↓",
+    "gap": "Gap (conf − acc)",
+    "ace": "ACE ↓",
+    "sce": "SCE ↓",
+    "mce": "MCE ↓",
+    "nll": "NLL ↓",
+    "brier": "Brier ↓",
+    "r_auc": "R-AUC ↑",
+    "hamming": "Hamming ↓",
+    "auc_macro": "AUC (macro) ↑",
+    "auc_micro": "AUC (micro) ↑",
+    "dice": "Dice ↑",
+    "mean_iou": "mIoU ↑",
+    "ece_micro": "ECE (micro) ↓",
+    "ece_weighted": "ECE (weighted) ↓",
+    "ece_per_image": "ECE (per image) ↓",
 }
-LOWER_IS_BETTER = {
-    "ece",
-    "ace",
-    "sce",
-    "mce",
-    "nll",
-    "brier",
-    "hamming",
-    "ece_micro",
-    "ece_weighted",
-    "ece_per_image",
-}
+UNSCALED = {"nll"}  # shown as is; every other metric in %
+# Paired-bootstrap statistics of the verdict, with how each difference is worded.
+VERDICT_STATISTICS = (
+    ("ece", "ECE", 100.0, "points"),
+    ("acc", "accuracy", 100.0, "points"),
+    ("nll", "NLL", 1.0, ""),
+)
+
+
+def method_name(row: str) -> str:
+    """``"ls_plus"`` -> ``"LS+"``, ``"ce+ts"`` -> ``"CE + TS"``; unknown ids are returned as is."""
+    if row.endswith(TS_SUFFIX):
+        return f"{method_name(row[: -len(TS_SUFFIX)])} + TS"
+    return METHOD_NAMES.get(row, row)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m monai_calib compare",
-        description="Train a monai_calib bundle once per loss and seed and write a calibration "
-        "report (report.md, results.csv, summary.json, figures).",
+        description="Train a monai_calib bundle once per loss and seed, evaluate each model as "
+        "trained and after temperature scaling, compare every loss with cross-entropy by a paired "
+        "bootstrap, and write report.md (verdict first), results.csv, summary.json and figures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--bundle", default="medmnist_classification", help="bundle name or folder")
     p.add_argument("--dataset", default=None, help="dataset flag (bundle default if omitted)")
@@ -79,11 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated loss overlay names (configs/loss_<name>.json); default: "
         f"{','.join(DEFAULT_LOSSES)} for the classification bundles, every overlay otherwise",
     )
+    p.add_argument(
+        "--regime",
+        default="default",
+        help="training regime: 'default' (the bundle's recipe: short schedule, augmentation, "
+        "checkpoint chosen on validation AUC) or the name of a configs/regime_<NAME>.json overlay "
+        "added to every run, e.g. 'converged' (classification bundles: wider ResNet, no "
+        "augmentation, step-decay schedule trained to ~100%% training accuracy, last-epoch model, "
+        "as calibration studies evaluate; several times slower)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs per run")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs per run (default: {DEFAULT_EPOCHS} in the default regime, the "
+        "regime overlay's own max_epochs otherwise)",
+    )
     p.add_argument("--output", default="compare_output", help="output folder")
     p.add_argument("--batch-size", type=int, default=None, help="override the bundle's batch size")
     p.add_argument("--image-size", type=int, default=None, help="override the image size")
+    p.add_argument(
+        "--no-ts",
+        action="store_true",
+        help="skip the post-hoc temperature-scaling rows (<loss>+ts, T fitted on the validation "
+        "split)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        help="paired-bootstrap replicates of the 95%% intervals (0: no intervals)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     p.add_argument(
         "--override",
         action="append",
@@ -95,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _available_losses(configs: Path) -> list[str]:
-    return sorted(f.stem[len("loss_") :] for f in configs.glob("loss_*.json"))
+def _available(configs: Path, prefix: str) -> list[str]:
+    return sorted(f.stem[len(prefix) :] for f in configs.glob(f"{prefix}*.json"))
 
 
 def _parse_override(items: Sequence[str]) -> dict[str, Any]:
@@ -123,19 +195,54 @@ def _run_workflow(config_files: list[str], meta_file: str, overrides: dict[str, 
     wf.finalize()
 
 
-def _fmt(values: list[float], scale: float) -> str:
-    vals = [v * scale for v in values if not math.isnan(v)]
-    if not vals:
-        return "nan"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
+@dataclass
+class ComparePlan:
+    """What one comparison runs: bundle files, run order, shared overrides."""
+
+    root: Path
+    losses: list[str]
+    order: list[str]
+    seeds: int
+    regime: str
+    train_files: list[str]
+    common: dict[str, Any]
+    post_hoc: bool
+    out: Path
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def meta(self) -> str:
+        return str(self.configs / "metadata.json")
+
+    def files(self, name: str, evaluate: bool = False) -> list[str]:
+        files = [
+            self.train_files[0],
+            str(self.configs / f"loss_{name}.json"),
+            *self.train_files[1:],
+        ]
+        return [*files, str(self.configs / "evaluate.json")] if evaluate else files
 
 
-def run_compare(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class RunResult:
+    """One trained model of one loss and seed, evaluated on the test split."""
+
+    row: str
+    seed: int
+    metrics: dict[str, float]
+    eval_dir: Path
+    probs: np.ndarray | None = None  # (N, K) test probabilities (classification only)
+    labels: np.ndarray | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _plan(args: argparse.Namespace) -> ComparePlan:
     root = Path(bundle_dir(args.bundle))
     configs = root / "configs"
-    available = _available_losses(configs)
+    available = _available(configs, "loss_")
     if args.losses is None:
         default = [n for n in DEFAULT_LOSSES if n in available]
         losses = default if len(default) == len(DEFAULT_LOSSES) else available
@@ -147,14 +254,21 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
             f"--losses has unknown loss name(s) {unknown}; valid choices for bundle "
             f"{root.name!r} are {available}."
         )
+    regimes = ["default", *_available(configs, "regime_")]
+    if args.regime not in regimes:
+        raise ValueError(
+            f"--regime must be one of {regimes} for bundle {root.name!r}, got {args.regime!r}."
+        )
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}.")
-    out = Path(args.output).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}.")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
 
-    # Runs in order; baselines that another loss needs go first (and are reported if asked).
+    # Baselines that another loss needs go first (and are reported only if asked for).
     order: list[str] = []
     for name in losses:
         base = NEEDS_BASELINE.get(name)
@@ -163,7 +277,17 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         if name not in order:
             order.append(name)
 
-    common: dict[str, Any] = {"max_epochs": args.epochs}
+    train_files = [str(configs / "train.json")]
+    if args.regime != "default":
+        train_files.append(str(configs / f"regime_{args.regime}.json"))
+    common: dict[str, Any] = {}
+    epochs = (
+        args.epochs
+        if args.epochs is not None
+        else (DEFAULT_EPOCHS if args.regime == "default" else None)
+    )
+    if epochs is not None:
+        common["max_epochs"] = epochs
     if args.dataset:
         common["dataset_flag"] = args.dataset
     if args.data_root:
@@ -173,101 +297,388 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     if args.image_size:
         common["image_size"] = args.image_size
     common.update(_parse_override(args.override))
+    return ComparePlan(
+        root=root,
+        losses=losses,
+        order=order,
+        seeds=args.seeds,
+        regime=args.regime,
+        train_files=train_files,
+        common=common,
+        post_hoc=not args.no_ts,
+        out=Path(args.output).resolve(),
+    )
 
-    meta = str(configs / "metadata.json")
-    total = len(order) * args.seeds
-    rows: list[dict[str, Any]] = []
-    run_dirs: dict[tuple[str, int], Path] = {}
-    t_start = time.time()
-    k = 0
-    for seed in range(args.seeds):
-        for name in order:
-            k += 1
-            run_dir = out / "runs" / f"{name}_seed{seed}"
-            overrides = dict(common, seed=seed, output_dir=str(run_dir), loss_name=name)
-            base = NEEDS_BASELINE.get(name)
-            if base:
-                overrides["baseline_checkpoint"] = str(
-                    run_dirs[(base, seed)] / "models" / "model.pt"
-                )
-            files = [str(configs / "train.json"), str(configs / f"loss_{name}.json")]
-            t0 = time.time()
-            print(
-                f"[{k}/{total}] {name} seed {seed}: training {args.epochs} epoch(s) ...", flush=True
-            )
-            _run_workflow(files, meta, overrides)
-            _run_workflow([*files, str(configs / "evaluate.json")], meta, overrides)
-            with open(run_dir / "eval" / "metrics.json") as f:
-                metrics = json.load(f)
-            run_dirs[(name, seed)] = run_dir
-            rows.append({"loss": name, "seed": seed, **metrics})
-            shown = ", ".join(f"{c}={metrics[c]:.4f}" for c in TABLE_COLUMNS if c in metrics)
-            print(
-                f"[{k}/{total}] {name} seed {seed}: done in {time.time() - t0:.1f}s ({shown})",
-                flush=True,
-            )
 
-    reported = [r for r in rows if r["loss"] in losses]
-    columns = [c for c in TABLE_COLUMNS if all(c in r for r in reported)]
-    extra = sorted({c for r in reported for c in r} - set(columns) - {"loss", "seed", "n"})
-    columns += [c for c in extra if all(c in r for r in reported)]
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["loss", "seed", *columns])
-        for r in reported:
-            w.writerow([r["loss"], r["seed"], *(f"{r[c]:.6f}" for c in columns)])
+def _load_top_label(eval_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Test probabilities ``(N, K)`` and class indices ``(N,)``; None for other report kinds."""
+    path = eval_dir / "predictions.npz"
+    if not path.is_file():
+        return None
+    d = np.load(path)
+    if "probs" not in d or "labels" not in d or d["probs"].ndim != 2 or d["labels"].ndim != 1:
+        return None
+    return d["probs"].astype(np.float64), d["labels"].astype(np.int64)
+
+
+def _temperature_scaled(
+    plan: ComparePlan, name: str, seed: int, overrides: dict[str, Any], run_dir: Path
+) -> RunResult:
+    """Fit T on the validation split's log-probabilities, apply it to the test split's.
+
+    Temperature scaling of ``log p`` is the usual ``softmax(z / T)`` for softmax models (log p
+    and z differ by a per-sample constant) and composes with any loss's own probability rule
+    (MiT's and TET's temperature, CCT-EAL's probabilities), so every loss gets the same post-hoc
+    step.
+    """
+    import torch
+
+    from monai_calib.calibration import fit_temperature
+    from monai_calib.handlers.report import (
+        classification_report,
+        write_curve_files,
+        write_metrics_files,
+    )
+
+    val_dir = run_dir / "eval_val"
+    val_overrides = dict(overrides, eval_split="val", eval_dir=str(val_dir), report_plots=False)
+    _run_workflow(plan.files(name, evaluate=True), plan.meta, val_overrides)
+    val, test = _load_top_label(val_dir), _load_top_label(run_dir / "eval")
+    if val is None or test is None:
+        raise ValueError(f"run {run_dir} wrote no (N, K) predictions; cannot temperature-scale.")
+    log_val = torch.from_numpy(np.log(np.clip(val[0], 1e-12, None)))
+    fitted = fit_temperature(log_val, torch.from_numpy(val[1]))
+    # A model no better than its prior on validation sends T to infinity; bound it.
+    t = min(max(fitted, TS_RANGE[0]), TS_RANGE[1])
+    if t != fitted:
+        logging.getLogger(__name__).warning(
+            f"{name} seed {seed}: temperature fit {fitted:.4g} is outside {TS_RANGE}; using {t}."
+        )
+    log_test = torch.from_numpy(np.log(np.clip(test[0], 1e-12, None)))
+    probs = torch.softmax(log_test / t, dim=1)
+    labels = torch.from_numpy(test[1])
+    metrics = classification_report(probs, labels)
+    metrics["temperature"] = t
+    ts_dir = run_dir / "eval_ts"
+    write_metrics_files(str(ts_dir), metrics)
+    write_curve_files(str(ts_dir), probs, labels)
+    np.savez_compressed(
+        ts_dir / "predictions.npz", probs=probs.numpy().astype(np.float32), labels=test[1]
+    )
+    return RunResult(
+        name + TS_SUFFIX, seed, metrics, ts_dir, probs.numpy(), test[1], {"temperature": t}
+    )
+
+
+def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> list[RunResult]:
+    """Train one loss for one seed, evaluate it (and its temperature-scaled twin)."""
+    run_dir = plan.out / "runs" / f"{name}_seed{seed}"
+    overrides = dict(plan.common, seed=seed, output_dir=str(run_dir), loss_name=name)
+    if baseline is not None:
+        overrides["baseline_checkpoint"] = str(baseline / "models" / "model.pt")
+    _run_workflow(plan.files(name), plan.meta, overrides)
+    _run_workflow(plan.files(name, evaluate=True), plan.meta, overrides)
+    with open(run_dir / "eval" / "metrics.json") as f:
+        metrics = json.load(f)
+    results = [RunResult(name, seed, metrics, run_dir / "eval")]
+    top = _load_top_label(run_dir / "eval")
+    if top is not None:
+        results[0].probs, results[0].labels = top
+        if plan.post_hoc:
+            results.append(_temperature_scaled(plan, name, seed, overrides, run_dir))
+    for r in results:
+        if r.probs is not None:
+            r.metrics["gap"] = float(r.probs.max(1).mean() - (r.probs.argmax(1) == r.labels).mean())
+    return results
+
+
+def _settings(plan: ComparePlan, args: argparse.Namespace) -> dict[str, Any]:
+    """What a methods section needs to reproduce the runs (read from the merged config)."""
+    import monai
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(plan.files(plan.order[0]))
+    parser.update(dict(plan.common, seed=0, loss_name=plan.order[0]))
+
+    def get(key: str, parsed: bool = True) -> Any:
+        try:
+            return parser.get_parsed_content(key, instantiate=False) if parsed else parser[key]
+        except Exception:  # an id this bundle does not define
+            return None
+
+    net = get("network_def", parsed=False) or {}
+    network = ", ".join(
+        f"{k}={v}" for k, v in net.items() if not str(v).startswith(("@", "$")) and k != "_target_"
+    )
+    sched = get("lr_scheduler", parsed=False) or {}
+    sched_args = {k: get(f"lr_scheduler#{k}") for k in sched if k not in ("_target_", "optimizer")}
+    pre = get("train#preprocessing", parsed=False) or {}
+    steps = pre.get("transforms", [pre]) if isinstance(pre, dict) else []
+    augment = [s.get("_target_", "?") for s in steps if isinstance(s, dict)]
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+    }
+    for mod in ("ignite", "medmnist", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            continue
+    from monai_calib import __version__ as own_version
+
+    versions["monai_calib"] = own_version
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device += f" ({torch.cuda.get_device_name(0)}, AMP)"
+    return {
+        "bundle": plan.root.name,
+        "dataset": get("dataset_flag"),
+        "image_size": get("image_size"),
+        "regime": plan.regime,
+        "network": f"{str(net.get('_target_', '?')).split('.')[-1]}({network})",
+        "optimizer": f"{str(get('optimizer#_target_') or '?').split('.')[-1]}"
+        f"(lr={get('learning_rate')}, weight_decay={get('weight_decay')})",
+        "schedule": f"{str(sched.get('_target_', '?')).split('.')[-1]}"
+        f"({', '.join(f'{k}={v}' for k, v in sched_args.items())})",
+        "epochs": get("max_epochs"),
+        "batch_size": get("batch_size"),
+        "augmentation": [a for a in augment if a not in ("EnsureTyped",)] or "none",
+        "selection": get("selection_rule") or "bundle default",
+        "seeds": list(range(plan.seeds)),
+        "losses": plan.losses,
+        "post_hoc": f"temperature scaling fitted on the validation split, T in {list(TS_RANGE)}"
+        if plan.post_hoc
+        else "none",
+        "bootstrap_replicates": args.bootstrap,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "overrides": plan.common,
+    }
+
+
+def _summary_rows(
+    plan: ComparePlan, results: list[RunResult]
+) -> tuple[list[str], dict[str, list[RunResult]]]:
+    rows = list(plan.losses)
+    if any(r.row.endswith(TS_SUFFIX) for r in results):
+        rows += [n + TS_SUFFIX for n in plan.losses]
+    by_row = {
+        row: sorted((r for r in results if r.row == row), key=lambda r: r.seed) for row in rows
+    }
+    return rows, by_row
+
+
+def _comparisons(
+    rows: list[str], by_row: dict[str, list[RunResult]], replicates: int
+) -> list[dict[str, Any]]:
+    """Each loss vs the reference loss, each ``+ts`` row vs the reference's, and TS vs none."""
+    from monai_calib.metrics import paired_bootstrap
+
+    ref = next((n for n in REFERENCE_LOSSES if n in rows), None)
+    if ref is None or replicates == 0 or any(r.probs is None for r in by_row[ref]):
+        return []
+    pairs = [(row, ref) for row in rows if not row.endswith(TS_SUFFIX) and row != ref]
+    if ref + TS_SUFFIX in rows:
+        pairs.append((ref + TS_SUFFIX, ref))
+        pairs += [
+            (row, ref + TS_SUFFIX)
+            for row in rows
+            if row.endswith(TS_SUFFIX) and row != ref + TS_SUFFIX
+        ]
+    out = []
+    for a, b in pairs:
+        ra, rb = by_row[a], by_row[b]
+        entry: dict[str, Any] = {"row": a, "reference": b}
+        for stat, *_ in VERDICT_STATISTICS:
+            res = paired_bootstrap(
+                [r.probs for r in ra],
+                [r.probs for r in rb],
+                [r.labels for r in ra],
+                statistic=stat,
+                num_samples=replicates,
+            )
+            entry[stat] = {
+                "difference": res.difference,
+                "low": res.low,
+                "high": res.high,
+                "significant": res.significant,
+            }
+        out.append(entry)
+    return out
+
+
+def _summarise(
+    plan: ComparePlan,
+    results: list[RunResult],
+    settings: dict[str, Any],
+    replicates: int,
+) -> dict[str, Any]:
+    rows, by_row = _summary_rows(plan, results)
+    first = by_row[rows[0]]
+    columns = [
+        c for c in TABLE_COLUMNS if all(c in r.metrics for rr in by_row.values() for r in rr)
+    ]
+    extra = sorted(
+        {c for rr in by_row.values() for r in rr for c in r.metrics}
+        - set(columns)
+        - {"n", "temperature"}
+    )
+    columns += [c for c in extra if all(c in r.metrics for rr in by_row.values() for r in rr)]
     summary: dict[str, Any] = {
-        "bundle": root.name,
-        "settings": {**common, "seeds": args.seeds, "losses": losses},
+        "bundle": plan.root.name,
+        "regime": plan.regime,
+        "n_test": int(first[0].metrics["n"]) if "n" in first[0].metrics else None,
+        "seeds": plan.seeds,
+        "settings": settings,
+        "columns": columns,
+        "method_names": {row: method_name(row) for row in rows},
         "losses": {},
     }
-    for name in losses:
-        rs = [r for r in reported if r["loss"] == name]
-        summary["losses"][name] = {
-            c: {
-                "mean": float(np.mean([r[c] for r in rs])),
-                "sd": float(np.std([r[c] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
-                "values": [r[c] for r in rs],
+    for row in rows:
+        rs = by_row[row]
+        entry: dict[str, Any] = {}
+        for c in columns:
+            values = [float(r.metrics[c]) for r in rs]
+            entry[c] = {
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "values": values,
             }
-            for c in columns
-        }
-    with open(out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-
-    figures: list[str] = []
-    if not args.no_plots:
-        figures = _figures(out, losses, run_dirs)
-    _write_report(out, root.name, summary, losses, columns, args, figures, time.time() - t_start)
-    print(f"report written to {out / 'report.md'}", flush=True)
+        temps = [r.extra["temperature"] for r in rs if "temperature" in r.extra]
+        if temps:
+            entry["temperature"] = {"mean": float(np.mean(temps)), "values": temps}
+        summary["losses"][row] = entry
+    summary["comparisons"] = _comparisons(rows, by_row, replicates)
+    if "ece" in columns:
+        summary["best"] = min(rows, key=lambda r: summary["losses"][r]["ece"]["mean"])
+    summary["verdict"] = _verdict_lines(summary)
     return summary
 
 
-def _figures(out: Path, losses: list[str], run_dirs: dict[tuple[str, int], Path]) -> list[str]:
-    """One reliability figure with a panel per loss, one retention figure (seed 0 of each loss).
+def _interval(d: dict[str, Any], scale: float, unit: str) -> str:
+    unit = f" {unit}" if unit else ""
+    digits = 2 if scale == 1.0 else 1
+    return (
+        f"{d['difference'] * scale:+.{digits}f}{unit} "
+        f"[{d['low'] * scale:+.{digits}f}, {d['high'] * scale:+.{digits}f}]"
+    )
 
-    Reads each run's ``eval/reliability_statistics.npy`` and, where present,
-    ``eval/retention_curve.npz`` (see :func:`monai_calib.handlers.write_curve_files`).
+
+def _verdict_lines(summary: dict[str, Any]) -> list[str]:
+    losses = summary["losses"]
+    lines = []
+    if "best" in summary:
+        best = summary["best"]
+        lines.append(
+            f"Best calibrated (lowest mean ECE): **{method_name(best)}**, ECE "
+            f"{100 * losses[best]['ece']['mean']:.2f}%."
+        )
+    for ts in (False, True):
+        comps = [
+            c
+            for c in summary["comparisons"]
+            if c["row"].endswith(TS_SUFFIX) == ts and c["reference"].endswith(TS_SUFFIX) == ts
+        ]
+        if not comps:
+            continue
+        ref = method_name(comps[0]["reference"])
+        lower = [
+            method_name(c["row"])
+            for c in comps
+            if c["ece"]["significant"] and c["ece"]["difference"] < 0
+        ]
+        higher = [
+            method_name(c["row"])
+            for c in comps
+            if c["ece"]["significant"] and c["ece"]["difference"] > 0
+        ]
+        what = "After temperature scaling, against" if ts else "Against"
+        lines.append(
+            f"{what} {ref}: significantly lower ECE: {', '.join(lower) or 'none'}; "
+            f"significantly higher ECE: {', '.join(higher) or 'none'}."
+        )
+    for comp in summary["comparisons"]:
+        parts = []
+        for stat, word, scale, unit in VERDICT_STATISTICS:
+            d = comp[stat]
+            sig = "significant" if d["significant"] else "not significant"
+            head = f"{word} {_interval(d, scale, unit)}"
+            if stat == "ece":
+                head = f"ECE {_interval(d, scale, unit)} vs {method_name(comp['reference'])}"
+            parts.append(f"{head}, {sig}")
+        lines.append(f"{method_name(comp['row'])}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _fmt(values: list[float], scale: float) -> str:
+    vals = [v * scale for v in values if not math.isnan(v)]
+    if not vals:
+        return "nan"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
+
+
+def _write_results_csv(out: Path, summary: dict[str, Any], results: list[RunResult]) -> None:
+    columns = summary["columns"]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["loss", "method", "seed", *columns, "temperature"])
+        for row in summary["losses"]:
+            for r in sorted((r for r in results if r.row == row), key=lambda r: r.seed):
+                t = r.extra.get("temperature")
+                w.writerow(
+                    [
+                        row,
+                        method_name(row),
+                        r.seed,
+                        *(f"{r.metrics[c]:.6f}" for c in columns),
+                        "" if t is None else f"{t:.6f}",
+                    ]
+                )
+
+
+def _figures(out: Path, summary: dict[str, Any], results: list[RunResult]) -> list[str]:
+    """One reliability figure (a panel per row, seed 0; ``+ts`` rows underneath), one retention
+    figure of the losses as trained (seed 0).
+
+    Reads each run's ``reliability_statistics.npy`` and ``retention_curve.npz`` (see
+    :func:`monai_calib.handlers.write_curve_files`).
     """
     import torch
     from matplotlib.figure import Figure
 
     from monai_calib.visualize import plot_reliability_diagram, plot_retention_curve
 
-    n = len(losses)
-    fig = Figure(figsize=(4 * n, 5.5))
-    gs = fig.add_gridspec(2, n, height_ratios=(3, 1), hspace=0.05)
-    curves = {}
-    for j, name in enumerate(losses):
-        eval_dir = run_dirs[(name, 0)] / "eval"
-        stats = torch.from_numpy(np.load(eval_dir / "reliability_statistics.npy"))
-        ax_top = fig.add_subplot(gs[0, j])
-        ax_bottom = fig.add_subplot(gs[1, j], sharex=ax_top)
-        plot_reliability_diagram(stats, ax=(ax_top, ax_bottom), title=name)
-        if (eval_dir / "retention_curve.npz").is_file():
-            d = np.load(eval_dir / "retention_curve.npz")
-            curves[name] = (torch.from_numpy(d["fractions"]), torch.from_numpy(d["accuracies"]))
+    rows = list(summary["losses"])
+    seed0 = {r.row: r.eval_dir for r in results if r.seed == 0}
+    base = [r for r in rows if not r.endswith(TS_SUFFIX)]
+    grid = [base] + ([[r for r in rows if r.endswith(TS_SUFFIX)]] if len(rows) > len(base) else [])
+    n = len(base)
+    fig = Figure(figsize=(4 * n, 5.5 * len(grid)))
+    outer = fig.add_gridspec(len(grid), 1, hspace=0.3)
+    for i, group in enumerate(grid):
+        inner = outer[i].subgridspec(2, n, height_ratios=(3, 1), hspace=0.05)
+        for j, row in enumerate(group):
+            stats = torch.from_numpy(np.load(seed0[row] / "reliability_statistics.npy"))
+            ax_top = fig.add_subplot(inner[0, j])
+            ax_bottom = fig.add_subplot(inner[1, j], sharex=ax_top)
+            plot_reliability_diagram(stats, ax=(ax_top, ax_bottom), title=method_name(row))
     fig.savefig(out / "reliability.png", dpi=100, bbox_inches="tight")
     written = ["reliability.png"]
+    curves = {}
+    for row in base:
+        path = seed0[row] / "retention_curve.npz"
+        if path.is_file():
+            d = np.load(path)
+            curves[method_name(row)] = (
+                torch.from_numpy(d["fractions"]),
+                torch.from_numpy(d["accuracies"]),
+            )
     if curves:
         fig, _ = plot_retention_curve(curves)
         fig.savefig(out / "retention.png", dpi=100, bbox_inches="tight")
@@ -275,43 +686,121 @@ def _figures(out: Path, losses: list[str], run_dirs: dict[tuple[str, int], Path]
     return written
 
 
-def _write_report(
-    out: Path,
-    bundle: str,
-    summary: dict[str, Any],
-    losses: list[str],
-    columns: list[str],
-    args: argparse.Namespace,
-    figures: list[str],
-    seconds: float,
-) -> None:
-    lines = [
-        f"# Calibration comparison: `{bundle}`",
-        "",
-        f"Settings: {json.dumps(summary['settings'])}. "
-        f"{args.seeds} seed(s); values are mean ± sd over seeds (sd with ddof=1), in % "
-        "(NLL as is). Evaluated on the test split with each loss's own probability transform.",
-        "",
-        "| loss | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for name in losses:
-        cells = []
-        for c in columns:
-            scale = 1.0 if c == "nll" else 100.0
-            cells.append(_fmt(summary["losses"][name][c]["values"], scale))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def _write_report(out: Path, summary: dict[str, Any], figures: list[str], seconds: float) -> None:
+    s = summary["settings"]
+    seeds = summary["seeds"]
+    columns = summary["columns"]
+    n_test = summary["n_test"]
+    title = f"# Calibration comparison: `{summary['bundle']}` on {s['dataset']}"
+    lines = [title, "", "## Verdict", ""]
+    test_size = f"{n_test} test images" if n_test else "the test split"
+    if summary["comparisons"]:
+        replicates = s["bootstrap_replicates"]
+        lines += [
+            f"Differences are paired (same {test_size}), in percentage points for ECE and "
+            "accuracy; negative ECE / NLL is better. In brackets: 95% interval from a paired "
+            f"bootstrap ({replicates} replicates) over the test images, drawn within each seed and "
+            f"averaged over the {seeds} seed(s); it reflects test-set sampling for the trained "
+            'models, not retraining. "Significant": the interval excludes 0 (no correction '
+            "for multiple comparisons).",
+            "",
+        ]
+    lines += [f"- {v}" for v in summary["verdict"]]
+    spread = "mean ± sd over seeds (ddof=1)" if seeds > 1 else "one seed (no sd)"
     lines += [
         "",
-        "Lower is better for "
-        + ", ".join(COLUMN_TITLES.get(c, c) for c in columns if c in LOWER_IS_BETTER)
-        + "; higher is better for the rest.",
+        "## Results",
         "",
+        f"{test_size.capitalize()}; {seeds} seed(s), {spread}; in % except NLL. "
+        "↓ lower is better, ↑ higher is better; Gap = mean top-label confidence − accuracy "
+        "(positive: over-confident, negative: under-confident)."
+        + (
+            " `+ TS`: the same model after temperature scaling fitted on the validation split."
+            if any(row.endswith(TS_SUFFIX) for row in summary["losses"])
+            else ""
+        ),
+        "",
+        "| method | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
+    for row, entry in summary["losses"].items():
+        cells = [_fmt(entry[c]["values"], 1.0 if c in UNSCALED else 100.0) for c in columns]
+        lines.append(f"| {method_name(row)} | " + " | ".join(cells) + " |")
+    temps = {
+        row: e["temperature"]["mean"] for row, e in summary["losses"].items() if "temperature" in e
+    }
+    if temps:
+        lines += [
+            "",
+            "Fitted temperatures (mean over seeds): "
+            + ", ".join(f"{method_name(r)} {t:.2f}" for r, t in temps.items())
+            + ".",
+        ]
+    lines += ["", "## Settings", ""]
+    for key in (
+        "dataset",
+        "image_size",
+        "regime",
+        "network",
+        "optimizer",
+        "schedule",
+        "epochs",
+        "batch_size",
+        "augmentation",
+        "selection",
+        "seeds",
+        "post_hoc",
+        "device",
+        "torch_threads",
+        "versions",
+        "overrides",
+    ):
+        lines.append(f"- {key.replace('_', ' ')}: `{json.dumps(s.get(key), default=str)}`")
+    lines.append("")
     for fig in figures:
         lines += [f"![{fig}]({fig})", ""]
     lines += [f"Total time: {seconds:.0f} s. Per-run files: `runs/<loss>_seed<k>/`.", ""]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def run_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Plan, run every loss and seed, summarise, write ``report.md`` and its companions."""
+    plan = _plan(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    total = len(plan.order) * plan.seeds
+    results: list[RunResult] = []
+    run_dirs: dict[tuple[str, int], Path] = {}
+    t_start = time.time()
+    k = 0
+    for seed in range(plan.seeds):
+        for name in plan.order:
+            k += 1
+            base = NEEDS_BASELINE.get(name)
+            t0 = time.time()
+            print(f"[{k}/{total}] {name} seed {seed}: training ...", flush=True)
+            done = _run_one(plan, name, seed, run_dirs[(base, seed)] if base else None)
+            run_dirs[(name, seed)] = plan.out / "runs" / f"{name}_seed{seed}"
+            results += done
+            shown = ", ".join(
+                f"{c}={done[0].metrics[c]:.4f}" for c in TABLE_COLUMNS if c in done[0].metrics
+            )
+            print(
+                f"[{k}/{total}] {name} seed {seed}: done in {time.time() - t0:.1f}s ({shown})",
+                flush=True,
+            )
+    reported = [r for r in results if r.row.removesuffix(TS_SUFFIX) in plan.losses]
+    summary = _summarise(plan, reported, _settings(plan, args), args.bootstrap)
+    _write_results_csv(plan.out, summary, reported)
+    with open(plan.out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    figures = [] if args.no_plots else _figures(plan.out, summary, reported)
+    _write_report(plan.out, summary, figures, time.time() - t_start)
+    print(f"report written to {plan.out / 'report.md'}", flush=True)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,10 +56,15 @@ class MiTLoss(StatefulLossBase):
     **The optimizer must include** ``loss.parameters()`` (e.g.
     ``Adam(list(net.parameters()) + list(loss.parameters()))``), otherwise :math:`T` never moves.
 
-    **Temperature initialisation.** The reference fits :math:`T` inside the loss constructor by
-    running the model over the training loader. Here the loss never sees a model: fit the
-    temperature on held-out logits with ``monai_calib.calibration.fit_temperature(logits, labels)``
-    (returns a float) and pass it to :py:meth:`set_temperature` (or use ``init_temperature``).
+    **Temperature initialisation.** From scratch, start at :math:`T = 1` (the default
+    ``init_temperature``) without a fit: the logits of a randomly initialised network say little or
+    nothing about the labels, and a fit only reproduces the label prior. On a pretrained or
+    fine-tuned network, initialise :math:`T` by temperature scaling as the reference does (it fits
+    inside the loss constructor, over the training loader, on an ImageNet-pretrained backbone with a
+    new head): ``monai_calib.handlers.MiTTemperatureInit`` does it when training starts, on the
+    loader you give it (the training loader by default, as the reference; held-out validation logits
+    are preferred when available), and skips an uninformative fit. By hand:
+    ``loss.set_temperature(fit_temperature(val_logits, val_labels))``.
 
     **State.** Persistent buffers ``label_counts`` ``(K,)``, ``dual_lambda`` ``()`` and ``step``
     ``()`` (long) follow ``.to(device)`` and ``state_dict``. They change only in training mode;
@@ -77,10 +82,10 @@ class MiTLoss(StatefulLossBase):
     guard, so test labels leak into the counts and :math:`\\lambda`). Other reference quirks are
     deliberately *not* reproduced: the reference stores the backbone inside the loss (so its
     ``state_dict`` holds a copy of the model and the notebook's optimizer lists every backbone
-    parameter twice, giving two Adam updates per step), and it fits :math:`T` on a randomly
-    initialised head over augmented training data. The reference's initial :math:`\\lambda` of
-    0.1 has no effect (its step counter starts at 0, so :math:`\\lambda_1 = d_1`); this class
-    starts at :math:`\\lambda_0 = 0`, :math:`t = 0`, which gives the same sequence.
+    parameter twice, giving two Adam updates per step), and its temperature fit lives in the
+    handler above, not in the loss. The reference's initial :math:`\\lambda` of 0.1 has no
+    effect (its step counter starts at 0, so :math:`\\lambda_1 = d_1`); this class starts at
+    :math:`\\lambda_0 = 0`, :math:`t = 0`, which gives the same sequence.
 
     **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
     function with a hand-written backward (first-order gradients only: ``create_graph=True``
@@ -97,7 +102,8 @@ class MiTLoss(StatefulLossBase):
 
     Example::
 
-        loss_fn = MiTLoss(num_classes=7)
+        loss_fn = MiTLoss(num_classes=7)  # from scratch: T = 1
+        # pretrained / fine-tuned network only: start from the temperature-scaling fit
         loss_fn.set_temperature(fit_temperature(val_logits, val_labels))
         opt = torch.optim.Adam(list(net.parameters()) + list(loss_fn.parameters()), lr=1e-4)
         loss = loss_fn(net(x), y)
@@ -181,7 +187,10 @@ class MiTLoss(StatefulLossBase):
         """Set :math:`T` by writing the inverse softplus into ``raw_temperature``.
 
         ``raw = log(max(expm1(value), 1e-12))``, so ``temperature`` reads back ``value + 1e-6``
-        (the softplus floor), up to the parameter's float precision.
+        (the softplus floor), up to the parameter's float precision. A value outside
+        ``[temperature_min, temperature_max]`` is clamped to that range, with a warning, so the
+        parameter holds the temperature forward uses (note that forward's clamp passes no
+        gradient to a temperature sitting exactly at a bound).
 
         Args:
             value: the temperature, e.g. from ``monai_calib.calibration.fit_temperature``.
@@ -193,11 +202,13 @@ class MiTLoss(StatefulLossBase):
         if not (0 < value < math.inf):
             raise ValueError(f"temperature value must be finite and > 0, got {value}.")
         if not (self.temperature_min <= value <= self.temperature_max):
+            clamped = min(max(value, self.temperature_min), self.temperature_max)
             warnings.warn(
-                f"temperature {value} is outside [{self.temperature_min}, {self.temperature_max}]"
-                " and will be clamped (with zero gradient) in forward.",
+                f"temperature {value} is outside [{self.temperature_min}, {self.temperature_max}];"
+                f" clamped to {clamped}.",
                 stacklevel=2,
             )
+            value = clamped
         if value < 30.0:
             raw = math.log(max(math.expm1(value), 1e-12))
         else:  # log(expm1(v)) without overflow

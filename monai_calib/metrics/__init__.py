@@ -4,6 +4,12 @@
 
 from __future__ import annotations
 
+from .bootstrap import (
+    BootstrapStatistic,
+    PairedBootstrapResult,
+    paired_bootstrap,
+    top_label_arrays,
+)
 from .calibration_error import (
     calibration_error,
     calibration_error_from_statistics,
