@@ -10,10 +10,10 @@ verdict lines (paired-bootstrap intervals) come from ``compare`` itself.
 Usage (one regime per process; two processes with one thread each use both cores of a 2-core
 machine)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_quality_medmnist.py --data-root ../shared/data/medmnist \
-        --regime default --output benchmarks/quality_medmnist
-    OMP_NUM_THREADS=1 python benchmarks/bench_quality_medmnist.py --data-root ../shared/data/medmnist \
-        --regime converged --output benchmarks/quality_medmnist
+    OMP_NUM_THREADS=1 python benchmarks/bench_quality_medmnist.py \
+        --data-root ../shared/data/medmnist --regime default --output benchmarks/quality_medmnist
+    OMP_NUM_THREADS=1 python benchmarks/bench_quality_medmnist.py \
+        --data-root ../shared/data/medmnist --regime converged --output benchmarks/quality_medmnist
 """
 
 from __future__ import annotations

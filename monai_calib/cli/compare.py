@@ -414,8 +414,11 @@ def _settings(plan: ComparePlan, args: argparse.Namespace) -> dict[str, Any]:
     )
     sched = get("lr_scheduler", parsed=False) or {}
     sched_args = {k: get(f"lr_scheduler#{k}") for k in sched if k not in ("_target_", "optimizer")}
-    pre = get("train#preprocessing", parsed=False) or {}
-    steps = pre.get("transforms", [pre]) if isinstance(pre, dict) else []
+    # the bundles list their training augmentation under "augmentation" (a regime may empty it)
+    steps = get("augmentation", parsed=False)
+    if steps is None:
+        pre = get("train#preprocessing", parsed=False) or {}
+        steps = pre.get("transforms", [pre]) if isinstance(pre, dict) else []
     augment = [s.get("_target_", "?") for s in steps if isinstance(s, dict)]
     versions = {
         "python": platform.python_version(),
