@@ -321,8 +321,19 @@ def _load_top_label(eval_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return d["probs"].astype(np.float64), d["labels"].astype(np.int64)
 
 
+def _log_probs(probs: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.log(np.clip(probs, 1e-12, None)))
+
+
 def _temperature_scaled(
-    plan: ComparePlan, name: str, seed: int, overrides: dict[str, Any], run_dir: Path
+    plan: ComparePlan,
+    name: str,
+    seed: int,
+    overrides: dict[str, Any],
+    run_dir: Path,
+    test: tuple[np.ndarray, np.ndarray],
 ) -> RunResult:
     """Fit T on the validation split's log-probabilities, apply it to the test split's.
 
@@ -343,19 +354,17 @@ def _temperature_scaled(
     val_dir = run_dir / "eval_val"
     val_overrides = dict(overrides, eval_split="val", eval_dir=str(val_dir), report_plots=False)
     _run_workflow(plan.files(name, evaluate=True), plan.meta, val_overrides)
-    val, test = _load_top_label(val_dir), _load_top_label(run_dir / "eval")
-    if val is None or test is None:
+    val = _load_top_label(val_dir)
+    if val is None:
         raise ValueError(f"run {run_dir} wrote no (N, K) predictions; cannot temperature-scale.")
-    log_val = torch.from_numpy(np.log(np.clip(val[0], 1e-12, None)))
-    fitted = fit_temperature(log_val, torch.from_numpy(val[1]))
+    fitted = fit_temperature(_log_probs(val[0]), torch.from_numpy(val[1]))
     # A model no better than its prior on validation sends T to infinity; bound it.
     t = min(max(fitted, TS_RANGE[0]), TS_RANGE[1])
     if t != fitted:
         logging.getLogger(__name__).warning(
             f"{name} seed {seed}: temperature fit {fitted:.4g} is outside {TS_RANGE}; using {t}."
         )
-    log_test = torch.from_numpy(np.log(np.clip(test[0], 1e-12, None)))
-    probs = torch.softmax(log_test / t, dim=1)
+    probs = torch.softmax(_log_probs(test[0]) / t, dim=1)
     labels = torch.from_numpy(test[1])
     metrics = classification_report(probs, labels)
     metrics["temperature"] = t
@@ -372,6 +381,8 @@ def _temperature_scaled(
 
 def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> list[RunResult]:
     """Train one loss for one seed, evaluate it (and its temperature-scaled twin)."""
+    from monai_calib.metrics import top_label_arrays
+
     run_dir = plan.out / "runs" / f"{name}_seed{seed}"
     overrides = dict(plan.common, seed=seed, output_dir=str(run_dir), loss_name=name)
     if baseline is not None:
@@ -385,10 +396,11 @@ def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> 
     if top is not None:
         results[0].probs, results[0].labels = top
         if plan.post_hoc:
-            results.append(_temperature_scaled(plan, name, seed, overrides, run_dir))
+            results.append(_temperature_scaled(plan, name, seed, overrides, run_dir, top))
     for r in results:
         if r.probs is not None:
-            r.metrics["gap"] = float(r.probs.max(1).mean() - (r.probs.argmax(1) == r.labels).mean())
+            top_label = top_label_arrays(r.probs, r.labels)
+            r.metrics["gap"] = float(top_label["conf"].mean() - top_label["correct"].mean())
     return results
 
 
