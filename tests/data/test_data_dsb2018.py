@@ -21,7 +21,7 @@ from monai_calib.data import (
     dsb2018_transforms,
 )
 
-REAL_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
+REAL_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "dsb2018_stage1_test"
 if not REAL_ROOT.is_dir():
     REAL_ROOT = Path("/work/shared/data/dsb2018_stage1_test")
 needs_real = pytest.mark.skipif(not REAL_ROOT.is_dir(), reason="DSB2018 folder not available")

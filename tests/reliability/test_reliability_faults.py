@@ -11,7 +11,7 @@
   root with a message that lists the valid choices (matched along the exception chain, since
   ``ConfigWorkflow`` wraps errors).
 
-The resume-equals-straight-run row is backed by ``tests/test_handlers_resume.py``.
+The resume-equals-straight-run row is backed by ``tests/handlers/test_handlers_resume.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from monai_calib.data import (
     dsb2018_transforms,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _chain(exc: BaseException | None) -> str:

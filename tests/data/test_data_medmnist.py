@@ -15,7 +15,7 @@ from synthetic import write_medmnist_npz
 
 from monai_calib.data import MedMNISTDataset, default_medmnist_root, medmnist_info
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "medmnist"
 
 
 def test_shipped_breastmnist_is_the_official_file():
