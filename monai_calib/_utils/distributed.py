@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from monai.utils import evenly_divisible_all_gather
 
-__all__ = ["all_reduce_sum", "is_dist_ready"]
+__all__ = ["all_reduce_sum", "gather_cat", "is_dist_ready", "is_main_rank"]
 
 
 def is_dist_ready() -> bool:
@@ -22,3 +23,19 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y
+
+
+def is_main_rank() -> bool:
+    """True on rank 0, and in a single process: the rank that writes files and logs results."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate each tensor along dim 0 over all ranks, in rank order; identity without DDP.
+
+    Shards may have different lengths (MONAI's ``evenly_divisible_all_gather`` pads and trims).
+    Every rank must call it, with the same number of tensors.
+    """
+    if not is_dist_ready():
+        return tensors
+    return tuple(evenly_divisible_all_gather(t, concat=True) for t in tensors)
