@@ -4,25 +4,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from monai.handlers.utils import from_engine
-from monai.utils import IgniteInfo, min_version, optional_import
 
-from ._checks import check_loss_kind, resolve_loss
-from .temperature_init import gather_from_ranks
+from monai_calib._utils.distributed import gather_cat
+from monai_calib.losses.ls_plus import class_prior_from_predictions
 
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from ._ignite import Engine, Events
+from ._loss_handler import ClassPriorLoss, LossInitializer
 
 __all__ = ["LSPlusClassPrior"]
 
@@ -36,7 +29,7 @@ def _as_batch(x: Any, name: str) -> torch.Tensor:
     return torch.as_tensor(x).detach()
 
 
-class LSPlusClassPrior:
+class LSPlusClassPrior(LossInitializer):
     """Set ``LSPlusLoss``'s class prior to a baseline's per-class validation recall.
 
     LS+ takes its prior :math:`c` from a hard-label baseline of the same architecture on the
@@ -61,7 +54,7 @@ class LSPlusClassPrior:
     then calls ``loss.set_class_prior``. Under DDP predictions are gathered from every rank
     first, so every rank sets the same prior. The unclamped recall is kept in
     ``self.recall``. On a resumed run the prior comes from the checkpoint (``class_prior`` is a
-    persistent buffer of the loss) and the handler does nothing.
+    persistent buffer of the loss) and the handler does nothing (``skipped`` is True).
 
     Use a **dedicated** evaluator (not the trainer's validation evaluator): running it here also
     fires its handlers, e.g. a ``CheckpointSaver`` keyed on a metric.
@@ -76,6 +69,10 @@ class LSPlusClassPrior:
         Image Classification", MICCAI 2024; https://github.com/abhisheksambyal/lsplus
     """
 
+    loss_protocol = ClassPriorLoss
+    loss_kind = "LSPlusLoss"
+    kept_on_resume = "the checkpointed class prior"
+
     def __init__(
         self,
         evaluator: Engine | None = None,
@@ -89,7 +86,8 @@ class LSPlusClassPrior:
         Args:
             evaluator: an Ignite engine (``SupervisedEvaluator``) that runs the baseline over
                 the validation data. Exactly one of ``evaluator`` and ``y_true``/``y_pred``.
-            loss: the ``LSPlusLoss``. Defaults to ``None``: use ``engine.loss_function``.
+            loss: the ``LSPlusLoss`` (any loss with ``set_class_prior`` and a ``class_prior``
+                tensor). Defaults to ``None``: use ``engine.loss_function``.
             y_true: precomputed validation labels (indices or one-hot).
             y_pred: precomputed baseline predictions (scores ``(N, K)`` or indices).
             output_transform: maps ``evaluator.state.output`` to ``(y_pred, y)``. Defaults to
@@ -117,44 +115,14 @@ class LSPlusClassPrior:
                 f"output_transform must be callable, got {type(output_transform).__name__}."
             )
         self.evaluator = evaluator
-        self.loss = loss
         self.y_true = y_true
         self.y_pred = y_pred
         self.output_transform = output_transform
-        self.logger = logging.getLogger(name)
-        self._name = name
+        super().__init__(loss, check_optimizer=False, name=name)
+
+    def _reset_record(self) -> None:
+        super()._reset_record()
         self.recall: torch.Tensor | None = None
-
-    def attach(self, engine: Engine) -> None:
-        """Register the handler; a loss taken from the engine is checked at ``Events.STARTED``.
-
-        Args:
-            engine: the trainer.
-
-        Raises:
-            TypeError: the loss is not an ``LSPlusLoss`` (at ``attach`` if given, else when the
-                run starts).
-        """
-        from monai_calib.losses.ls_plus import LSPlusLoss
-
-        if self._name is None:
-            self.logger = engine.logger
-        if self.loss is not None:
-            check_loss_kind(self.loss, LSPlusLoss, type(self).__name__)
-        engine.add_event_handler(Events.STARTED, self.setup)
-        engine.add_event_handler(Events.EPOCH_STARTED, self)
-
-    def setup(self, engine: Engine) -> None:
-        """Resolve and check the loss (run at ``STARTED``).
-
-        Raises:
-            TypeError: no loss, or not an ``LSPlusLoss``.
-        """
-        from monai_calib.losses.ls_plus import LSPlusLoss
-
-        loss = resolve_loss(self.loss, engine, type(self).__name__)
-        check_loss_kind(loss, LSPlusLoss, type(self).__name__)
-        self.loss = loss
 
     def _run_evaluator(self) -> tuple[torch.Tensor, torch.Tensor]:
         preds: list[torch.Tensor] = []
@@ -180,21 +148,17 @@ class LSPlusClassPrior:
             raise ValueError("the evaluator ran no iteration; cannot compute the class prior.")
         return torch.cat(labels), torch.cat(preds)
 
-    def __call__(self, engine: Engine) -> None:
-        """Compute the recall and set the prior (only at the start of a fresh run).
+    def initialize(self, engine: Engine) -> None:
+        """Compute the recall and set the prior (the first epoch of a fresh run).
 
         Args:
             engine: the trainer.
         """
-        from monai_calib.losses.ls_plus import class_prior_from_predictions
-
-        if engine.state.iteration != 0:
-            return
         if self.evaluator is not None:
             y_true, y_pred = self._run_evaluator()
         else:
             y_true, y_pred = torch.as_tensor(self.y_true), torch.as_tensor(self.y_pred)
-        y_true, y_pred = gather_from_ranks(y_true, y_pred)
+        y_true, y_pred = gather_cat(y_true, y_pred)
         num_classes = int(self.loss.class_prior.shape[0])
         recall = class_prior_from_predictions(y_true, y_pred, num_classes=num_classes)
         self.recall = recall

@@ -4,32 +4,22 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.distributed as dist
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_calib._utils.distributed import is_dist_ready
-from monai_calib.losses._stateful import StatefulLossBase
 
-from ._checks import check_loss_in_optimizer, check_loss_kind, resolve_loss
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from ._ignite import Engine, Events
+from ._loss_handler import LossHandler, StatefulLoss
 
 __all__ = ["LossStateUpdater"]
 
 
-class LossStateUpdater:
+class LossStateUpdater(LossHandler):
     """Commit a stateful loss's running state once per training iteration.
 
     MiT keeps label counts :math:`n`, the dual variable :math:`\\lambda_t` and the step
@@ -71,9 +61,12 @@ class LossStateUpdater:
         MONAI handler conventions: ``monai.handlers.LrScheduleHandler``.
     """
 
+    loss_protocol = StatefulLoss
+    loss_kind = "StatefulLossBase"
+
     def __init__(
         self,
-        loss: StatefulLossBase | None = None,
+        loss: StatefulLoss | None = None,
         check_optimizer: bool = True,
         sync_grads: bool = True,
         metric_prefix: str | None = None,
@@ -81,8 +74,9 @@ class LossStateUpdater:
     ) -> None:
         """
         Args:
-            loss: the stateful loss (``MiTLoss``, ``CCTEALLoss`` or any
-                ``StatefulLossBase``). Defaults to ``None``: use ``engine.loss_function``.
+            loss: the stateful loss (``MiTLoss``, ``CCTEALLoss``: any loss with
+                ``update_state``, ``discard_pending_state``, ``update_state_in_forward`` and
+                ``last_stats``). Defaults to ``None``: use ``engine.loss_function``.
             check_optimizer: at ``attach``, raise if the loss's trainable parameters are not in
                 ``engine.optimizer``. Defaults to ``True``.
             sync_grads: under ``torch.distributed`` (more than one rank), average the loss's
@@ -93,12 +87,9 @@ class LossStateUpdater:
                 :math:`T`. Defaults to ``None`` (no copy, no host synchronisation).
             name: identifier of the ``logging.Logger``; ``None`` uses ``engine.logger``.
         """
-        self.loss = loss
-        self.check_optimizer = bool(check_optimizer)
+        super().__init__(loss, check_optimizer, name)
         self.sync_grads = bool(sync_grads)
         self.metric_prefix = metric_prefix
-        self.logger = logging.getLogger(name)
-        self._name = name
         self._warned_empty = False
 
     def attach(self, engine: Engine) -> None:
@@ -112,16 +103,15 @@ class LossStateUpdater:
                 ``SupervisedTrainer``).
 
         Raises:
-            TypeError: the loss is not a ``StatefulLossBase`` (at ``attach`` if given, else when
-                the run starts); the engine is an evaluator or does not fire
+            TypeError: the loss is not a stateful loss (at ``attach`` if given, else when the run
+                starts); the engine is an evaluator or does not fire
                 ``IterationEvents.LOSS_COMPLETED``.
             ValueError: (when the run starts) the loss's trainable parameters are missing from
                 ``engine.optimizer``.
         """
-        if self._name is None:
-            self.logger = engine.logger
-        if self.loss is not None:
-            check_loss_kind(self.loss, StatefulLossBase, type(self).__name__)
+        super().attach(engine)
+
+    def _register(self, engine: Engine) -> None:
         if isinstance(engine, Evaluator):
             raise TypeError(
                 f"{type(self).__name__} drives the loss of a trainer; it cannot be attached to "
@@ -135,7 +125,6 @@ class LossStateUpdater:
                 "monai.engines.utils.IterationEvents.LOSS_COMPLETED (e.g. SupervisedTrainer), "
                 f"got {type(engine).__name__}."
             ) from e
-        engine.add_event_handler(Events.STARTED, self.setup)
         engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
         if self.sync_grads:
             engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._sync_grads)
@@ -144,21 +133,17 @@ class LossStateUpdater:
         """Resolve and check the loss, and take over its state updates (run at ``STARTED``).
 
         Raises:
-            TypeError: no loss, or not a ``StatefulLossBase``.
+            TypeError: no loss, or not a stateful loss.
             ValueError: the loss's trainable parameters are missing from ``engine.optimizer``.
         """
-        loss = resolve_loss(self.loss, engine, type(self).__name__)
-        check_loss_kind(loss, StatefulLossBase, type(self).__name__)
-        if self.check_optimizer:
-            check_loss_in_optimizer(loss, engine, type(self).__name__)
-        if is_dist_ready() and not getattr(loss, "sync_dist", True):
+        super().setup(engine)
+        if is_dist_ready() and not getattr(self.loss, "sync_dist", True):
             warnings.warn(
                 f"{type(self).__name__}: torch.distributed is initialised but "
-                f"{type(loss).__name__}(sync_dist=False); each rank will keep its own state.",
+                f"{type(self.loss).__name__}(sync_dist=False); each rank will keep its own state.",
                 stacklevel=2,
             )
-        self.loss = loss
-        loss.update_state_in_forward = False
+        self.loss.update_state_in_forward = False
 
     def _iteration_started(self, engine: Engine) -> None:
         assert self.loss is not None

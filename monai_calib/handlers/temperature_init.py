@@ -1,103 +1,27 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Ignite handler that initialises MiT's temperature from the model's logits when training starts.
-
-Also holds the helpers shared with :py:mod:`monai_calib.handlers.class_prior`: running a network
-over a loader without gradients and gathering tensors from every rank.
-"""
+"""Ignite handler that initialises MiT's temperature from the logits when training starts."""
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_calib._utils import normalize_class_target
-from monai_calib._utils.distributed import is_dist_ready
+from monai_calib._utils.distributed import gather_cat, is_dist_ready
+from monai_calib.calibration.temperature import fit_temperature
 
-from ._checks import check_loss_in_optimizer, check_loss_kind, resolve_loss
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from ._ignite import Engine
+from ._logits import collect_logits, engine_device
+from ._loss_handler import LossInitializer, TemperatureLoss
 
 __all__ = ["MiTTemperatureInit"]
-
-
-def _engine_device(engine: Any, network: torch.nn.Module) -> torch.device:
-    device = getattr(getattr(engine, "state", None), "device", None)
-    if device is not None:
-        return torch.device(device)
-    param = next(network.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def collect_logits(
-    network: torch.nn.Module,
-    data_loader: Iterable,
-    prepare_batch: Callable,
-    device: torch.device,
-    inferer: Callable | None = None,
-    non_blocking: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``network`` in eval mode without gradients over ``data_loader``.
-
-    ``prepare_batch(batchdata, device, non_blocking)`` returns ``(inputs, targets)`` or
-    ``(inputs, targets, args, kwargs)`` as MONAI's ``default_prepare_batch`` does; ``inferer``
-    is called as ``inferer(inputs, network, *args, **kwargs)`` (``network(inputs)`` if None).
-    The network's previous train/eval mode is restored afterwards.
-
-    Returns:
-        logits ``(N, K)`` and the raw targets concatenated along dim 0 (on ``device``).
-
-    Raises:
-        ValueError: the loader is empty or a batch has no targets.
-    """
-    was_training = network.training
-    network.eval()
-    logits, targets = [], []
-    try:
-        for batchdata in data_loader:
-            batch = prepare_batch(batchdata, device, non_blocking)
-            inputs, target = batch[0], batch[1]
-            args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
-            if target is None:
-                raise ValueError("the data loader's batches must hold targets (labels), got None.")
-            out = inferer(inputs, network, *args, **kwargs) if inferer else network(inputs)
-            logits.append(torch.as_tensor(out).detach())
-            targets.append(torch.as_tensor(target).detach())
-    finally:
-        network.train(was_training)
-    if not logits:
-        raise ValueError("data_loader yielded no batch; cannot collect logits.")
-    return torch.cat(logits), torch.cat(targets)
-
-
-def gather_from_ranks(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Concatenate each tensor over all ranks (rank order); identity without DDP.
-
-    Uses ``all_gather_object`` on CPU copies, so shards may have different lengths.
-    """
-    if not is_dist_ready():
-        return tensors
-    local = [t.cpu() for t in tensors]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
-    return tuple(
-        torch.cat([g[i] for g in gathered]).to(tensors[i].device) for i in range(len(tensors))
-    )
 
 
 def label_prior_entropy(labels: torch.Tensor, num_classes: int) -> float:
@@ -135,7 +59,7 @@ def _check_temperature_range(value: Any) -> tuple[float, float]:
     return low, high
 
 
-class MiTTemperatureInit:
+class MiTTemperatureInit(LossInitializer):
     """Initialise ``MiTLoss``'s temperature by temperature scaling when training starts, if the
     fit is informative.
 
@@ -192,6 +116,10 @@ class MiTTemperatureInit:
         Networks", ICML 2017 (temperature scaling).
     """
 
+    loss_protocol = TemperatureLoss
+    loss_kind = "MiTLoss"
+    kept_on_resume = "the checkpointed temperature"
+
     def __init__(
         self,
         loss: Any | None = None,
@@ -208,7 +136,8 @@ class MiTTemperatureInit:
     ) -> None:
         """
         Args:
-            loss: the ``MiTLoss``. Defaults to ``None``: use ``engine.loss_function``.
+            loss: the ``MiTLoss`` (any loss with ``set_temperature`` and ``temperature``).
+                Defaults to ``None``: use ``engine.loss_function``.
             network: the model. Defaults to ``None``: ``engine.network``.
             data_loader: loader of the labelled data to fit on; held-out (validation) data are
                 preferred when available. Defaults to ``None``: ``engine.data_loader`` (the
@@ -239,88 +168,43 @@ class MiTTemperatureInit:
         self.lr = float(lr)
         self.min_nll_gain = _check_min_nll_gain(min_nll_gain)
         self.temperature_range = _check_temperature_range(temperature_range)
-        self.loss = loss
         self.network = network
         self.data_loader = data_loader
         self.prepare_batch = prepare_batch
         self.inferer = inferer
-        self.check_optimizer = bool(check_optimizer)
-        self.logger = logging.getLogger(name)
-        self._name = name
-        self._decided = False
-        self._reset_record()
+        super().__init__(loss, check_optimizer, name)
 
     def _reset_record(self) -> None:
+        super()._reset_record()
         self.fitted_temperature: float | None = None
         self.applied_temperature: float | None = None
-        self.skipped = False
-        self.skip_reason: str | None = None
         self.nll: float | None = None
         self.prior_entropy: float | None = None
         self.num_samples: int | None = None
-
-    def attach(self, engine: Engine) -> None:
-        """Register the handler; the checks that need the engine run at ``Events.STARTED``.
-
-        Args:
-            engine: the trainer.
-
-        Raises:
-            TypeError: the loss is not a ``MiTLoss`` (at ``attach`` if given, else when the run
-                starts); (when the run starts) no network / loader / prepare_batch is given and
-                the engine has none.
-            ValueError: (when the run starts) ``loss.raw_temperature`` is missing from
-                ``engine.optimizer``.
-        """
-        from monai_calib.losses.mit import MiTLoss
-
-        if self._name is None:
-            self.logger = engine.logger
-        if self.loss is not None:
-            check_loss_kind(self.loss, MiTLoss, type(self).__name__)
-        engine.add_event_handler(Events.STARTED, self.setup)
-        engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def setup(self, engine: Engine) -> None:
         """Resolve and check the loss and the data sources (run at ``STARTED``).
 
         Raises:
-            TypeError: no loss, not a ``MiTLoss``; a missing network / loader / prepare_batch.
+            TypeError: no loss, or one without ``set_temperature``; a missing network / loader /
+                prepare_batch.
             ValueError: ``loss.raw_temperature`` is missing from ``engine.optimizer``.
         """
-        from monai_calib.losses.mit import MiTLoss
-
-        loss = resolve_loss(self.loss, engine, type(self).__name__)
-        check_loss_kind(loss, MiTLoss, type(self).__name__)
-        if self.check_optimizer:
-            check_loss_in_optimizer(loss, engine, type(self).__name__)
+        super().setup(engine)
         for attr in ("network", "data_loader", "prepare_batch"):
             if getattr(self, attr) is None and getattr(engine, attr, None) is None:
                 raise TypeError(
                     f"{type(self).__name__}: `{attr}` was not given and the engine "
                     f"({type(engine).__name__}) has no `{attr}` attribute."
                 )
-        self.loss = loss
-        self._decided = False  # a new run: decide again at its first EPOCH_STARTED
-        self._reset_record()
 
-    def __call__(self, engine: Engine) -> None:
-        """Fit, check and set the temperature (only at the first epoch of a fresh run).
+    def initialize(self, engine: Engine) -> None:
+        """Fit, check and set the temperature (the first epoch of a fresh run).
 
         Args:
             engine: the trainer.
         """
-        from monai_calib.calibration.temperature import fit_temperature
-
-        if self._decided:  # later epochs of the same run
-            return
-        self._decided = True
         name = type(self).__name__
-        if engine.state.iteration != 0:
-            self.skipped = True
-            self.skip_reason = "resumed run (iteration > 0): the checkpointed temperature is kept"
-            self.logger.info(f"{name}: {self.skip_reason}.")
-            return
         network = self.network if self.network is not None else engine.network
         loader = self.data_loader if self.data_loader is not None else engine.data_loader
         prepare = self.prepare_batch if self.prepare_batch is not None else engine.prepare_batch
@@ -329,7 +213,7 @@ class MiTTemperatureInit:
             network,
             loader,
             prepare,
-            _engine_device(engine, network),
+            engine_device(engine, network),
             inferer,
             bool(getattr(engine, "non_blocking", False)),
         )
@@ -337,7 +221,7 @@ class MiTTemperatureInit:
         labels = normalize_class_target(
             targets, num_classes, batch_size=int(logits.shape[0]), name="labels"
         )
-        logits, labels = gather_from_ranks(logits, labels)
+        logits, labels = gather_cat(logits, labels)
         fitted = float(fit_temperature(logits, labels, max_iter=self.max_iter, lr=self.lr))
         nll = float(F.cross_entropy(logits.detach().double() / fitted, labels))
         prior_entropy = label_prior_entropy(labels, num_classes)

@@ -4,31 +4,32 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from monai.utils import IgniteInfo, min_version, optional_import
+from monai.handlers import ParamSchedulerHandler
 
-from ._checks import check_loss_in_optimizer, check_loss_kind, resolve_loss
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from ._ignite import Engine, Events
+from ._loss_handler import LossHandler, ProgressLoss
 
 __all__ = ["CCTEALWarmup"]
 
 
-def training_progress(engine: Any, epoch_level: bool = False) -> float:
-    """Fraction of training completed before the current iteration (or epoch), in ``[0, 1)``.
+def training_progress(current_step: int, engine: Any, epoch_level: bool = False) -> float:
+    """Fraction of training completed before step ``current_step`` (1-based), in ``[0, 1)``.
 
     .. math::
         \\text{progress} = \\frac{\\text{iteration} - 1}{\\text{max\\_epochs} \\cdot
         \\text{epoch\\_length}} \\quad\\text{or}\\quad
         \\frac{\\text{epoch} - 1}{\\text{max\\_epochs}}\\ (\\text{epoch\\_level}).
+
+    A ``value_calculator`` of ``monai.handlers.ParamSchedulerHandler``, which passes
+    ``current_step`` (``engine.state.iteration``, or ``engine.state.epoch`` when
+    ``epoch_level``); the total is read from ``engine.state`` at each call.
+
+    Args:
+        current_step: the iteration (or epoch) about to run, counted from 1.
+        engine: the trainer.
+        epoch_level: ``current_step`` counts epochs. Defaults to ``False``.
 
     Raises:
         ValueError: ``engine.state.max_epochs`` or ``engine.state.epoch_length`` is unknown.
@@ -41,11 +42,11 @@ def training_progress(engine: Any, epoch_level: bool = False) -> float:
             "`epoch_length` to the trainer when the data loader has no length."
         )
     if epoch_level:
-        return (state.epoch - 1) / state.max_epochs
-    return (state.iteration - 1) / (state.max_epochs * state.epoch_length)
+        return (current_step - 1) / state.max_epochs
+    return (current_step - 1) / (state.max_epochs * state.epoch_length)
 
 
-class CCTEALWarmup:
+class CCTEALWarmup(LossHandler, ParamSchedulerHandler):
     """Set CCT-EAL's alignment weight :math:`\\alpha_t` from the training progress.
 
     At every ``ITERATION_STARTED`` (before the forward pass of that iteration) it calls
@@ -62,6 +63,8 @@ class CCTEALWarmup:
     :math:`\\alpha_t = 0`. The reference code leaves :math:`\\alpha_t = \\alpha_{\\max}` when the
     training loop never calls ``set_progress`` (no warm-up at all); this handler is the call.
     With ``epoch_level=True`` progress is ``(epoch - 1) / max_epochs`` at ``EPOCH_STARTED``.
+    The schedule is MONAI's ``ParamSchedulerHandler`` with :func:`training_progress` as its
+    ``value_calculator`` and ``loss.set_progress`` as its ``parameter_setter``.
 
     The progress comes from ``engine.state.iteration``, which ``CheckpointLoader`` restores when
     the trainer is in its ``load_dict``, so the schedule continues after a resume (resume with
@@ -76,6 +79,9 @@ class CCTEALWarmup:
         Pan et al., CCT-EAL, ICASSP 2026; https://github.com/JEFfersusu/CCT-EAL (``set_progress``).
     """
 
+    loss_protocol = ProgressLoss
+    loss_kind = "CCTEALLoss"
+
     def __init__(
         self,
         loss: Any | None = None,
@@ -85,18 +91,24 @@ class CCTEALWarmup:
     ) -> None:
         """
         Args:
-            loss: the ``CCTEALLoss``. Defaults to ``None``: use ``engine.loss_function``.
+            loss: the ``CCTEALLoss`` (any loss with ``set_progress``). Defaults to ``None``:
+                use ``engine.loss_function``.
             epoch_level: update once per epoch instead of once per iteration. Defaults to
                 ``False``.
             check_optimizer: at ``attach``, raise if the loss's class temperatures are not in
                 ``engine.optimizer``. Defaults to ``True``.
             name: identifier of the ``logging.Logger``; ``None`` uses ``engine.logger``.
         """
-        self.loss = loss
-        self.epoch_level = bool(epoch_level)
-        self.check_optimizer = bool(check_optimizer)
-        self.logger = logging.getLogger(name)
-        self._name = name
+        LossHandler.__init__(self, loss, check_optimizer, name)
+        ParamSchedulerHandler.__init__(
+            self,
+            parameter_setter=self._set_progress,
+            value_calculator=training_progress,
+            vc_kwargs={"epoch_level": bool(epoch_level)},
+            epoch_level=bool(epoch_level),
+            name=name,
+            event=Events.EPOCH_STARTED if epoch_level else Events.ITERATION_STARTED,
+        )
 
     def attach(self, engine: Engine) -> None:
         """Register the handler; the loss and optimizer checks run at ``Events.STARTED``.
@@ -105,42 +117,16 @@ class CCTEALWarmup:
             engine: the trainer.
 
         Raises:
-            TypeError: the loss is not a ``CCTEALLoss`` (at ``attach`` if given, else when the
+            TypeError: the loss has no ``set_progress`` (at ``attach`` if given, else when the
                 run starts).
             ValueError: (when the run starts) the loss's temperatures are missing from
                 ``engine.optimizer``.
         """
-        from monai_calib.losses.cct_eal import CCTEALLoss
+        LossHandler.attach(self, engine)
 
-        if self._name is None:
-            self.logger = engine.logger
-        if self.loss is not None:
-            check_loss_kind(self.loss, CCTEALLoss, type(self).__name__)
-        engine.add_event_handler(Events.STARTED, self.setup)
-        event = Events.EPOCH_STARTED if self.epoch_level else Events.ITERATION_STARTED
-        engine.add_event_handler(event, self)
+    def _register(self, engine: Engine) -> None:
+        self._vc_kwargs["engine"] = engine
+        ParamSchedulerHandler.attach(self, engine)
 
-    def setup(self, engine: Engine) -> None:
-        """Resolve and check the loss (run at ``STARTED``).
-
-        Raises:
-            TypeError: no loss, or not a ``CCTEALLoss``.
-            ValueError: the loss's temperatures are missing from ``engine.optimizer``.
-        """
-        from monai_calib.losses.cct_eal import CCTEALLoss
-
-        loss = resolve_loss(self.loss, engine, type(self).__name__)
-        check_loss_kind(loss, CCTEALLoss, type(self).__name__)
-        if self.check_optimizer:
-            check_loss_in_optimizer(loss, engine, type(self).__name__)
-        self.loss = loss
-
-    def __call__(self, engine: Engine) -> None:
-        """
-        Args:
-            engine: the trainer.
-
-        Raises:
-            ValueError: the engine does not know ``max_epochs`` / ``epoch_length``.
-        """
-        self.loss.set_progress(training_progress(engine, self.epoch_level))
+    def _set_progress(self, progress: float) -> None:
+        self.loss.set_progress(progress)

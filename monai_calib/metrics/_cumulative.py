@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 from monai.metrics import CumulativeIterationMetric
-from monai.utils import evenly_divisible_all_gather
+
+from monai_calib._utils.distributed import gather_cat
 
 __all__ = ["StorageCumulativeMetric"]
 
@@ -96,13 +97,10 @@ class StorageCumulativeMetric(CumulativeIterationMetric):
         if self._storage == "sum":
             # (world, ...) -> (1, ...): the per-rank sums added up.
             self._synced_tensors = [
-                evenly_divisible_all_gather(b[0], concat=True).sum(dim=0, keepdim=True)
-                for b in self._buffers
+                t.sum(dim=0, keepdim=True) for t in gather_cat(*(b[0] for b in self._buffers))
             ]
         else:
-            self._synced_tensors = [
-                evenly_divisible_all_gather(torch.cat(b, dim=0), concat=True) for b in self._buffers
-            ]
+            self._synced_tensors = list(gather_cat(*(torch.cat(b, dim=0) for b in self._buffers)))
         self._synced = True
 
     def _require_buffer(self) -> Any:
