@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.handlers import ValidationHandler
+from monai.handlers import ParamSchedulerHandler, ValidationHandler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -42,6 +42,31 @@ def make_loader(seed: int = 0, n: int = N) -> DataLoader:
 def make_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Linear(D, K)
+
+
+def make_trainer(
+    loss: nn.Module,
+    handlers=(),
+    net: nn.Module | None = None,
+    params=None,
+    max_epochs: int = 1,
+    lr: float = 0.1,
+    **kwargs,
+) -> SupervisedTrainer:
+    """A SupervisedTrainer on ``make_loader()`` whose SGD holds ``params`` (default: the
+    network's and the loss's parameters)."""
+    net = make_net() if net is None else net
+    params = list(net.parameters()) + list(loss.parameters()) if params is None else params
+    return SupervisedTrainer(
+        device=CPU,
+        max_epochs=max_epochs,
+        train_data_loader=make_loader(),
+        network=net,
+        optimizer=torch.optim.SGD(params, lr=lr),
+        loss_function=loss,
+        train_handlers=list(handlers),
+        **kwargs,
+    )
 
 
 def snapshot(loss: nn.Module) -> dict[str, torch.Tensor]:
@@ -80,23 +105,14 @@ def plain_loop(make_loss, warmup: bool, init_t: bool = False) -> list[dict[str, 
 
 
 def run_trainer(make_loss, warmup: bool, val_loss_call: bool = False, init_t: bool = False):
-    net, loss, loader = make_net(), make_loss(), make_loader()
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.5)
+    net, loss = make_net(), make_loss()
     history: list[dict[str, torch.Tensor]] = []
     handlers = [LossStateUpdater(loss=loss)]
     if init_t:
         handlers.append(MiTTemperatureInit(loss=loss))
     if warmup:
         handlers.append(CCTEALWarmup(loss=loss))
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=EPOCHS,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-        train_handlers=handlers,
-    )
+    trainer = make_trainer(loss, handlers, net=net, max_epochs=EPOCHS, lr=0.5)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: history.append(snapshot(loss)))
     if val_loss_call:
         # a "validation loss" computed with the loss in training mode must not touch the state
@@ -152,63 +168,39 @@ def test_cct_eal_trainer_with_warmup_matches_plain_loop():
     torch.testing.assert_close(loss.label_ema.double(), ema, rtol=1e-6, atol=1e-7)
 
 
-def test_warmup_alpha_schedule():
+@pytest.mark.parametrize(
+    "epoch_level, max_epochs, alpha_max, warmup_ratio",
+    [(False, EPOCHS, 8.0, 0.5), (True, 4, 4.0, 1.0)],
+)
+def test_warmup_alpha_schedule(epoch_level, max_epochs, alpha_max, warmup_ratio):
+    loss = CCTEALLoss(K, alpha_max=alpha_max, warmup_ratio=warmup_ratio)
+    # iteration level: the loss taken from engine.loss_function
+    handler = CCTEALWarmup(loss, epoch_level=True) if epoch_level else CCTEALWarmup()
+    assert isinstance(handler, ParamSchedulerHandler)
+    trainer = make_trainer(loss, [handler], max_epochs=max_epochs)
     alphas = []
-    loss = CCTEALLoss(K, alpha_max=8.0, warmup_ratio=0.5)
-    net, loader = make_net(), make_loader()
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=EPOCHS,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-        train_handlers=[CCTEALWarmup()],  # loss taken from engine.loss_function
-    )
-    trainer.add_event_handler(
-        IterationEvents.FORWARD_COMPLETED, lambda e: alphas.append(float(loss.alpha))
-    )
+    # the alpha each forward pass (each epoch) used
+    event = Events.EPOCH_COMPLETED if epoch_level else IterationEvents.FORWARD_COMPLETED
+    trainer.add_event_handler(event, lambda e: alphas.append(float(loss.alpha)))
     trainer.run()
-    total = EPOCHS * len(loader)
-    expected = [8.0 * min(1.0, (i / total) / 0.5) for i in range(total)]
+    steps = max_epochs if epoch_level else max_epochs * len(make_loader())
+    expected = [alpha_max * min(1.0, (i / steps) / warmup_ratio) for i in range(steps)]
     assert alphas == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert alphas[0] == 0.0  # without the handler alpha would start at alpha_max
 
 
-def test_warmup_epoch_level():
-    loss = CCTEALLoss(K, alpha_max=4.0, warmup_ratio=1.0)
-    seen = []
-    net, loader = make_net(), make_loader()
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=4,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-        train_handlers=[CCTEALWarmup(loss, epoch_level=True)],
-    )
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(float(loss.alpha)))
-    trainer.run()
-    assert seen == pytest.approx([4.0 * e / 4 for e in range(4)])
+def test_warmup_needs_epoch_length():
+    engine = Engine(lambda e, b: None)
+    CCTEALWarmup(CCTEALLoss(K)).attach(engine)
+    with pytest.raises(ValueError, match="epoch_length"):  # an iterator has no length
+        engine.run(iter([0, 1]), max_epochs=1)
 
 
 def test_state_is_committed_by_handler_not_forward():
     probe = []
 
     loss = MiTLoss(K)
-    net, loader = make_net(), make_loader()
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-    )
+    trainer = make_trainer(loss)
     # registered before the updater, so it runs between the loss call and the commit
     trainer.add_event_handler(
         IterationEvents.LOSS_COMPLETED,
@@ -217,14 +209,13 @@ def test_state_is_committed_by_handler_not_forward():
     LossStateUpdater(loss).attach(trainer)
     trainer.run()
     assert loss.update_state_in_forward is False
-    assert probe == [(True, i - 1, i) for i in range(1, len(loader) + 1)]
+    assert probe == [(True, i - 1, i) for i in range(1, len(make_loader()) + 1)]
     assert not loss.has_pending_state
 
 
 def test_metric_prefix_and_evaluator_post_transform():
     loss = MiTLoss(K, init_temperature=2.0)
-    net, loader, val_loader = make_net(), make_loader(), make_loader(seed=3, n=10)
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
+    net, val_loader = make_net(), make_loader(seed=3, n=10)
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=val_loader,
@@ -235,18 +226,11 @@ def test_metric_prefix_and_evaluator_post_transform():
     evaluator.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output)
     )
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=EPOCHS,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-        train_handlers=[
-            LossStateUpdater(loss, metric_prefix="mit/"),
-            ValidationHandler(validator=evaluator, interval=1),
-        ],
-    )
+    handlers = [
+        LossStateUpdater(loss, metric_prefix="mit/"),
+        ValidationHandler(validator=evaluator, interval=1),
+    ]
+    trainer = make_trainer(loss, handlers, net=net, max_epochs=EPOCHS)
     used_t = []
     trainer.add_event_handler(
         IterationEvents.FORWARD_COMPLETED, lambda e: used_t.append(float(loss.temperature))
@@ -256,25 +240,13 @@ def test_metric_prefix_and_evaluator_post_transform():
     assert metrics["mit/dual_lambda"] == pytest.approx(float(loss.dual_lambda))
     assert metrics["mit/temperature"] == pytest.approx(used_t[-1], rel=1e-6)
     # the evaluator's last epoch used the final temperature; evaluation did not touch the state
-    assert int(loss.step) == EPOCHS * len(loader)
+    assert int(loss.step) == EPOCHS * len(make_loader())
     x = torch.cat([xb for xb, _ in val_loader])
     with torch.no_grad():
         expected = torch.softmax(net(x).double() / float(loss.temperature), dim=1)
     last = outputs[-len(val_loader) :]
     got = torch.stack([item["pred"] for out in last for item in out]).double()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-
-
-def _trainer(loss, params, handlers=()):
-    return SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=make_loader(),
-        network=make_net(),
-        optimizer=torch.optim.SGD(params, lr=0.1),
-        loss_function=loss,
-        train_handlers=list(handlers),
-    )
 
 
 @pytest.mark.parametrize(
@@ -288,9 +260,9 @@ def _trainer(loss, params, handlers=()):
 def test_wrong_kind_raises(handler, loss):
     # given explicitly: at attach (i.e. while the trainer is built)
     with pytest.raises(TypeError, match="drives a loss of kind"):
-        _trainer(loss, make_net().parameters(), [handler(loss=loss)])
+        make_trainer(loss, [handler(loss=loss)], params=make_net().parameters())
     # taken from engine.loss_function (the bundle default): when the run starts
-    trainer = _trainer(loss, make_net().parameters(), [handler()])
+    trainer = make_trainer(loss, [handler()], params=make_net().parameters())
     with pytest.raises(TypeError, match="drives a loss of kind"):
         trainer.run()
 
@@ -305,14 +277,42 @@ def test_wrong_kind_raises(handler, loss):
 )
 def test_missing_loss_parameters_raise(handler, make_loss, param):
     loss = make_loss()
-    trainer = _trainer(loss, make_net().parameters(), [handler()])
+    trainer = make_trainer(loss, [handler()], params=make_net().parameters())
     with pytest.raises(ValueError, match=param):
         trainer.run()
     # opt-out: runs (the temperature is then frozen on purpose)
     loss = make_loss()
-    trainer = _trainer(loss, make_net().parameters(), [handler(loss, check_optimizer=False)])
+    unchecked = handler(loss, check_optimizer=False)
+    trainer = make_trainer(loss, [unchecked], params=make_net().parameters())
     trainer.run()
     assert trainer.state.iteration == len(make_loader())
+
+
+class ProgressOnlyLoss(nn.Module):
+    """Not a CCTEALLoss: only the capability CCTEALWarmup drives, ``set_progress``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[float] = []
+
+    def set_progress(self, progress: float) -> None:
+        self.seen.append(progress)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(input, target)
+
+
+def test_handlers_check_the_capability_not_the_class():
+    loss = ProgressOnlyLoss()
+    make_trainer(loss, [CCTEALWarmup(loss)], max_epochs=EPOCHS).run()
+    total = EPOCHS * len(make_loader())
+    assert loss.seen == [i / total for i in range(total)]
+    # the message names the kind and the members it needs
+    engine = Engine(lambda e, b: None)
+    with pytest.raises(TypeError, match=r"kind CCTEALLoss \(any loss with `set_progress\(\)`\)"):
+        CCTEALWarmup(MiTLoss(K)).attach(engine)
+    with pytest.raises(TypeError, match=r"`update_state\(\)`.*, got ProgressOnlyLoss"):
+        LossStateUpdater(loss).attach(engine)
 
 
 def test_engine_without_loss_completed_raises():
@@ -384,19 +384,9 @@ def test_handlers_from_bundle_config():
 
 def test_one_update_per_iteration_with_gradient_accumulation():
     loss = MiTLoss(K)
-    net, loader = make_net(), make_loader()
-    opt = torch.optim.SGD(list(net.parameters()) + list(loss.parameters()), lr=0.1)
-    trainer = SupervisedTrainer(
-        device=CPU,
-        max_epochs=EPOCHS,
-        train_data_loader=loader,
-        network=net,
-        optimizer=opt,
-        loss_function=loss,
-        accumulation_steps=2,
-        train_handlers=[LossStateUpdater(loss)],
-    )
+    handlers = [LossStateUpdater(loss)]
+    trainer = make_trainer(loss, handlers, max_epochs=EPOCHS, accumulation_steps=2)
     trainer.run()
-    assert int(loss.step) == trainer.state.iteration == EPOCHS * len(loader)
-    y = torch.cat([yb for _, yb in loader])
+    assert int(loss.step) == trainer.state.iteration == EPOCHS * len(make_loader())
+    y = torch.cat([yb for _, yb in make_loader()])
     assert torch.equal(loss.label_counts, 1.0 + EPOCHS * torch.bincount(y, minlength=K).float())

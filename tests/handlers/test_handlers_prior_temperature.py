@@ -387,8 +387,10 @@ def test_ls_plus_prior_from_predictions_and_skip_on_resume():
     trainer.state.iteration = 2  # resumed: the checkpointed prior is kept
     handler(trainer)
     assert handler.recall is None
+    assert handler.skipped and "resumed" in handler.skip_reason
     trainer.state.iteration = 0
     trainer.run()
+    assert not handler.skipped and handler.skip_reason is None
     recall = plain_recall(np.array(y_true), scores.argmax(dim=1).numpy())
     np.testing.assert_allclose(handler.recall.numpy(), recall, rtol=1e-6)
     np.testing.assert_allclose(loss.class_prior.numpy(), plain_clamp(recall), rtol=1e-6)
