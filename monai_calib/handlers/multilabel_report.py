@@ -116,15 +116,12 @@ class MultiLabelCalibrationReport(CalibrationReport):
 
     Args:
         output_dir: folder for the files (created).
-        output_transform: maps ``engine.state.output`` to ``(probabilities, labels)``; the default
-            reads the decollated ``pred`` / ``label`` items, which must already be probabilities.
-        num_bins: bins of the calibration errors and diagrams. Defaults to 15.
         threshold: Hamming decision threshold on the probability. Defaults to 0.5.
-        prefix: prefix of the keys put into ``engine.state.metrics``. Defaults to ``"test_"``.
-        plots: write the PNG figures. Defaults to True.
-        title: title of the figures (e.g. the loss name).
         label_names: names of the ``K`` labels for the per-label panels (default ``label k``).
         ncols: panels per row of the per-label figure. Defaults to 5.
+        kwargs: ``output_transform``, ``num_bins`` (15; of the calibration errors and the
+            diagrams), ``prefix`` (``"test_"``), ``plots`` (True), ``title``: see
+            :class:`~monai_calib.handlers.report.ReportHandler` (keywords only).
 
     Raises:
         ValueError: ``num_bins < 1``, ``threshold`` outside ``[0, 1]``, ``ncols < 1``; at the
@@ -137,20 +134,17 @@ class MultiLabelCalibrationReport(CalibrationReport):
     def __init__(
         self,
         output_dir: str,
-        output_transform: Callable | None = None,
-        num_bins: int = 15,
+        *,
         threshold: float = 0.5,
-        prefix: str = "test_",
-        plots: bool = True,
-        title: str | None = None,
         label_names: Sequence[str] | None = None,
         ncols: int = 5,
+        **kwargs: Any,
     ) -> None:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r}.")
         if int(ncols) < 1:
             raise ValueError(f"ncols must be >= 1, got {ncols!r}.")
-        super().__init__(output_dir, output_transform, num_bins, prefix, plots, title)
+        super().__init__(output_dir, **kwargs)
         self.threshold = float(threshold)
         self.label_names = list(label_names) if label_names is not None else None
         self.ncols = int(ncols)

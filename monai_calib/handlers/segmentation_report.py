@@ -10,7 +10,7 @@ or voxels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,16 +63,14 @@ class SegmentationCalibrationReport(ReportHandler):
 
     Args:
         output_dir: folder for the files (created).
-        output_transform: maps ``engine.state.output`` to ``(probabilities, labels)``. Default:
-            the decollated ``pred`` / ``label`` items; ``pred`` must be probabilities (apply the
-            loss's probability transform in the evaluator's postprocessing).
         num_bins: equal-width bins of the pooled ECE / MCE / SCE and the diagram. Defaults to 15.
         num_bins_per_image: bins of ``ece_per_image`` (MONAI's default is 20).
         include_background: keep class 0 in Dice, IoU and ``ece_per_image``. Defaults to False
             (the foreground classes, as usual for segmentation).
-        prefix: prefix of the keys put into ``engine.state.metrics``. Defaults to ``"test_"``.
-        plots: write ``reliability.png``. Defaults to True.
-        title: title of the figure (e.g. the loss name).
+        kwargs: ``output_transform`` (default: the decollated ``pred`` / ``label`` items;
+            ``pred`` must be probabilities), ``prefix`` (``"test_"``), ``plots`` (write
+            ``reliability.png``, True), ``title``: see
+            :class:`~monai_calib.handlers.report.ReportHandler` (keywords only).
 
     Inputs (per item of the batch):
         - probabilities ``(K, *spatial)``, ``K >= 2``, summing to 1 over the channel axis;
@@ -91,16 +89,14 @@ class SegmentationCalibrationReport(ReportHandler):
     def __init__(
         self,
         output_dir: str,
-        output_transform: Callable | None = None,
+        *,
         num_bins: int = 15,
         num_bins_per_image: int = 20,
         include_background: bool = False,
-        prefix: str = "test_",
-        plots: bool = True,
-        title: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self.metric = SegmentationReportMetric(num_bins, num_bins_per_image, include_background)
-        super().__init__(output_dir, output_transform, num_bins, prefix, plots, title)
+        super().__init__(output_dir, num_bins=num_bins, **kwargs)
 
     def reset(self, engine: Any = None) -> None:
         """Zero the running sums (fixed size: independent of the number of images)."""

@@ -58,30 +58,40 @@ class MetricInfo:
         return f"{self.title} {'↑' if self.higher_is_better else '↓'}"
 
 
-def _infos(*infos: MetricInfo) -> dict[str, MetricInfo]:
-    return {i.name: i for i in infos}
+# One metric a line: name, direction ("+" higher is better, "-" lower, "." neither), title.
+_TABLE = """
+acc            +  ACC
+auc            +  AUC
+ece            -  ECE
+gap            .  Gap (conf − acc)
+ace            -  ACE
+sce            -  SCE
+mce            -  MCE
+nll            -  NLL
+brier          -  Brier
+r_auc          +  R-AUC
+hamming        -  Hamming
+auc_macro      +  AUC (macro)
+auc_micro      +  AUC (micro)
+dice           +  Dice
+mean_iou       +  mIoU
+ece_micro      -  ECE (micro)
+ece_weighted   -  ECE (weighted)
+ece_per_image  -  ECE (per image)
+"""
+_NOT_PERCENT = {"nll"}  # unbounded: tables show it as is, every fraction in %
+_DIRECTIONS = {"+": True, "-": False, ".": None}
 
 
-METRIC_INFO: dict[str, MetricInfo] = _infos(
-    MetricInfo("acc", "ACC", True),
-    MetricInfo("auc", "AUC", True),
-    MetricInfo("ece", "ECE", False),
-    MetricInfo("gap", "Gap (conf − acc)", None),
-    MetricInfo("ace", "ACE", False),
-    MetricInfo("sce", "SCE", False),
-    MetricInfo("mce", "MCE", False),
-    MetricInfo("nll", "NLL", False, percent=False),
-    MetricInfo("brier", "Brier", False),
-    MetricInfo("r_auc", "R-AUC", True),
-    MetricInfo("hamming", "Hamming", False),
-    MetricInfo("auc_macro", "AUC (macro)", True),
-    MetricInfo("auc_micro", "AUC (micro)", True),
-    MetricInfo("dice", "Dice", True),
-    MetricInfo("mean_iou", "mIoU", True),
-    MetricInfo("ece_micro", "ECE (micro)", False),
-    MetricInfo("ece_weighted", "ECE (weighted)", False),
-    MetricInfo("ece_per_image", "ECE (per image)", False),
-)
+def _parse(table: str) -> dict[str, MetricInfo]:
+    infos = {}
+    for line in table.strip().splitlines():
+        name, direction, title = line.split(maxsplit=2)
+        infos[name] = MetricInfo(name, title, _DIRECTIONS[direction], name not in _NOT_PERCENT)
+    return infos
+
+
+METRIC_INFO: dict[str, MetricInfo] = _parse(_TABLE)
 
 
 def metric_info(name: str) -> MetricInfo:

@@ -92,6 +92,13 @@ def reliability_statistics(
     return stats[class_index : class_index + 1 if class_index != -1 else None]
 
 
+# Bar styles: accuracy and histogram bars in blue, the calibration gap hatched in red.
+_COUNT_BARS = {"color": "#1f77b4", "edgecolor": "black", "linewidth": 0.8}
+_ACCURACY_BARS = {**_COUNT_BARS, "label": "Accuracy", "zorder": 2}
+_GAP_BARS = {"color": "#d62728", "alpha": 0.3, "edgecolor": "#d62728", "hatch": "//"}
+_GAP_BARS |= {"linewidth": 0.8, "label": "Gap", "zorder": 3}
+
+
 class _Bins(NamedTuple):
     """Per-bin values of one reliability diagram (numpy arrays of length ``M``)."""
 
@@ -148,28 +155,13 @@ def _diagram_axes(
 def _draw_reliability(ax: Axes, bins: _Bins, ece: float, title: str | None) -> None:
     """Accuracy bars, gap bars, the diagonal, the ECE box and the legend."""
     x = bins.centers[bins.nonempty]
-    ax.bar(
-        x,
-        bins.acc[bins.nonempty],
-        width=bins.width,
-        color="#1f77b4",
-        edgecolor="black",
-        linewidth=0.8,
-        label="Accuracy",
-        zorder=2,
-    )
+    ax.bar(x, bins.acc[bins.nonempty], width=bins.width, **_ACCURACY_BARS)
     ax.bar(
         x,
         np.abs(bins.conf - bins.acc)[bins.nonempty],
         bottom=np.minimum(bins.conf, bins.acc)[bins.nonempty],
         width=bins.width,
-        color="#d62728",
-        alpha=0.3,
-        edgecolor="#d62728",
-        hatch="//",
-        linewidth=0.8,
-        label="Gap",
-        zorder=3,
+        **_GAP_BARS,
     )
     ax.plot(
         [0, 1],
@@ -201,15 +193,7 @@ def _draw_reliability(ax: Axes, bins: _Bins, ece: float, title: str | None) -> N
 def _draw_histogram(ax: Axes, bins: _Bins) -> None:
     """Fraction of samples per bin, with the mean confidence and the accuracy as lines."""
     frac = bins.count / bins.total if bins.total > 0 else bins.count
-    ax.bar(
-        bins.centers,
-        frac,
-        width=bins.width,
-        color="#1f77b4",
-        edgecolor="black",
-        linewidth=0.8,
-        alpha=0.8,
-    )
+    ax.bar(bins.centers, frac, width=bins.width, alpha=0.8, **_COUNT_BARS)
     if bins.total > 0:
         mean_conf = float(bins.sum_conf.sum() / bins.total)
         accuracy = float(bins.sum_correct.sum() / bins.total)

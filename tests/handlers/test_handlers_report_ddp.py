@@ -15,6 +15,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ignite.engine import Engine
+
+from monai_calib.handlers import (
+    CalibrationReport,
+    MultiLabelCalibrationReport,
+    ProbabilityWriter,
+    SegmentationCalibrationReport,
+)
+from monai_calib.metrics import SegmentationReportMetric, classification_report, multilabel_report
 
 WORLD = 2
 SPLIT = 13  # rank 0 holds samples [0, 13), rank 1 [13, 24): uneven shards
@@ -48,15 +57,6 @@ def data() -> dict[str, torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]]:
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from ignite.engine import Engine
-
-    from monai_calib.handlers import (
-        CalibrationReport,
-        MultiLabelCalibrationReport,
-        ProbabilityWriter,
-        SegmentationCalibrationReport,
-    )
-
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         d = data()
@@ -107,12 +107,6 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_every_rank_gets_the_numbers_of_the_union(run_dir):
-    from monai_calib.metrics import (
-        SegmentationReportMetric,
-        classification_report,
-        multilabel_report,
-    )
-
     d = data()
     expected = {f"test_{k}": v for k, v in classification_report(d["probs"], d["labels"]).items()}
     ml = multilabel_report(d["ml_probs"], d["multi_hot"])
