@@ -349,6 +349,7 @@ class SegmentationReportMetric:
 
     def state_size(self) -> int:
         """Number of numbers in this rank's running state (fixed once ``K`` is known)."""
+        # the raw per-rank buffers: get_buffer() would start a cross-rank sync
         return sum(b.numel() for m in self._metrics() for buf in m._buffers or () for b in buf)
 
     def update(
