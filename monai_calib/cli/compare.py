@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from monai_calib.bundles import bundle_dir
+from monai_calib.handlers import report_files as files
+from monai_calib.metrics.registry import METRIC_INFO
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -68,27 +70,6 @@ METHOD_NAMES = {
     "caml": "CAML",
 }
 TABLE_COLUMNS = ("acc", "auc", "ece", "gap", "ace", "sce", "mce", "nll", "brier", "r_auc")
-COLUMN_TITLES = {
-    "acc": "ACC ↑",
-    "auc": "AUC ↑",
-    "ece": "ECE ↓",
-    "gap": "Gap (conf − acc)",
-    "ace": "ACE ↓",
-    "sce": "SCE ↓",
-    "mce": "MCE ↓",
-    "nll": "NLL ↓",
-    "brier": "Brier ↓",
-    "r_auc": "R-AUC ↑",
-    "hamming": "Hamming ↓",
-    "auc_macro": "AUC (macro) ↑",
-    "auc_micro": "AUC (micro) ↑",
-    "dice": "Dice ↑",
-    "mean_iou": "mIoU ↑",
-    "ece_micro": "ECE (micro) ↓",
-    "ece_weighted": "ECE (weighted) ↓",
-    "ece_per_image": "ECE (per image) ↓",
-}
-UNSCALED = {"nll"}  # shown as is; every other metric in %
 # Paired-bootstrap statistics of the verdict, with how each difference is worded.
 VERDICT_STATISTICS = (
     ("ece", "ECE", 100.0, "points"),
@@ -312,7 +293,7 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
 
 def _load_top_label(eval_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Test probabilities ``(N, K)`` and class indices ``(N,)``; None for other report kinds."""
-    path = eval_dir / "predictions.npz"
+    path = eval_dir / files.PREDICTIONS
     if not path.is_file():
         return None
     d = np.load(path)
@@ -345,11 +326,7 @@ def _temperature_scaled(
     import torch
 
     from monai_calib.calibration import fit_temperature
-    from monai_calib.handlers.report import (
-        classification_report,
-        write_curve_files,
-        write_metrics_files,
-    )
+    from monai_calib.metrics.reports import classification_report
 
     val_dir = run_dir / "eval_val"
     val_overrides = dict(overrides, eval_split="val", eval_dir=str(val_dir), report_plots=False)
@@ -369,11 +346,9 @@ def _temperature_scaled(
     metrics = classification_report(probs, labels)
     metrics["temperature"] = t
     ts_dir = run_dir / "eval_ts"
-    write_metrics_files(str(ts_dir), metrics)
-    write_curve_files(str(ts_dir), probs, labels)
-    np.savez_compressed(
-        ts_dir / "predictions.npz", probs=probs.numpy().astype(np.float32), labels=test[1]
-    )
+    files.write_metrics_files(ts_dir, metrics)
+    files.write_curve_files(ts_dir, probs, labels)
+    files.write_predictions(ts_dir, probs, test[1])
     return RunResult(
         name + TS_SUFFIX, seed, metrics, ts_dir, probs.numpy(), test[1], {"temperature": t}
     )
@@ -389,8 +364,7 @@ def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> 
         overrides["baseline_checkpoint"] = str(baseline / "models" / "model.pt")
     _run_workflow(plan.files(name), plan.meta, overrides)
     _run_workflow(plan.files(name, evaluate=True), plan.meta, overrides)
-    with open(run_dir / "eval" / "metrics.json") as f:
-        metrics = json.load(f)
+    metrics = files.read_metrics(run_dir / "eval")
     results = [RunResult(name, seed, metrics, run_dir / "eval")]
     top = _load_top_label(run_dir / "eval")
     if top is not None:
@@ -629,6 +603,18 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _title(column: str) -> str:
+    """Table header of a column: the registry's title with its arrow; unknown keys as is."""
+    info = METRIC_INFO.get(column)
+    return column if info is None else info.label
+
+
+def _scale(column: str) -> float:
+    """100 for the metrics the table shows in percent (every fraction), 1 otherwise."""
+    info = METRIC_INFO.get(column)
+    return 100.0 if info is None or info.percent else 1.0
+
+
 def _fmt(values: list[float], scale: float) -> str:
     vals = [v * scale for v in values if not math.isnan(v)]
     if not vals:
@@ -662,42 +648,26 @@ def _figures(out: Path, summary: dict[str, Any], results: list[RunResult]) -> li
     figure of the losses as trained (seed 0).
 
     Reads each run's ``reliability_statistics.npy`` and ``retention_curve.npz`` (see
-    :func:`monai_calib.handlers.write_curve_files`).
+    :mod:`monai_calib.handlers.report_files`).
     """
-    import torch
-    from matplotlib.figure import Figure
-
-    from monai_calib.visualize import plot_reliability_diagram, plot_retention_curve
+    from monai_calib.visualize import plot_reliability_panels, plot_retention_curve
 
     rows = list(summary["losses"])
     seed0 = {r.row: r.eval_dir for r in results if r.seed == 0}
     base = [r for r in rows if not r.endswith(TS_SUFFIX)]
-    grid = [base] + ([[r for r in rows if r.endswith(TS_SUFFIX)]] if len(rows) > len(base) else [])
-    n = len(base)
-    fig = Figure(figsize=(4 * n, 5.5 * len(grid)))
-    outer = fig.add_gridspec(len(grid), 1, hspace=0.3)
-    for i, group in enumerate(grid):
-        inner = outer[i].subgridspec(2, n, height_ratios=(3, 1), hspace=0.05)
-        for j, row in enumerate(group):
-            stats = torch.from_numpy(np.load(seed0[row] / "reliability_statistics.npy"))
-            ax_top = fig.add_subplot(inner[0, j])
-            ax_bottom = fig.add_subplot(inner[1, j], sharex=ax_top)
-            plot_reliability_diagram(stats, ax=(ax_top, ax_bottom), title=method_name(row))
-    fig.savefig(out / "reliability.png", dpi=100, bbox_inches="tight")
-    written = ["reliability.png"]
+    panels = [(method_name(row), files.read_statistics(seed0[row])) for row in rows]
+    fig, _ = plot_reliability_panels(panels, ncols=len(base))
+    files.save_figure(out, files.RELIABILITY_PNG, fig)
+    written = [files.RELIABILITY_PNG]
     curves = {}
     for row in base:
-        path = seed0[row] / "retention_curve.npz"
-        if path.is_file():
-            d = np.load(path)
-            curves[method_name(row)] = (
-                torch.from_numpy(d["fractions"]),
-                torch.from_numpy(d["accuracies"]),
-            )
+        curve = files.read_retention_curve(seed0[row])
+        if curve is not None:
+            curves[method_name(row)] = curve
     if curves:
         fig, _ = plot_retention_curve(curves)
-        fig.savefig(out / "retention.png", dpi=100, bbox_inches="tight")
-        written.append("retention.png")
+        files.save_figure(out, files.RETENTION_PNG, fig)
+        written.append(files.RETENTION_PNG)
     return written
 
 
@@ -735,11 +705,11 @@ def _write_report(out: Path, summary: dict[str, Any], figures: list[str], second
             else ""
         ),
         "",
-        "| method | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |",
+        "| method | " + " | ".join(_title(c) for c in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
     for row, entry in summary["losses"].items():
-        cells = [_fmt(entry[c]["values"], 1.0 if c in UNSCALED else 100.0) for c in columns]
+        cells = [_fmt(entry[c]["values"], _scale(c)) for c in columns]
         lines.append(f"| {method_name(row)} | " + " | ".join(cells) + " |")
     temps = {
         row: e["temperature"]["mean"] for row, e in summary["losses"].items() if "temperature" in e

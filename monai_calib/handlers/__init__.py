@@ -24,6 +24,7 @@ from .prediction_writer import ProbabilityWriter
 from .report import (
     CLASSIFICATION_METRICS,
     CalibrationReport,
+    ReportHandler,
     classification_report,
     write_curve_files,
 )

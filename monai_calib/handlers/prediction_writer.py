@@ -13,15 +13,12 @@ import torch
 from monai.handlers.utils import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_calib._utils.distributed import gather_cat, is_main_rank
 from monai_calib._utils.validation import check_finite
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
 
 __all__ = ["ProbabilityWriter"]
 
@@ -31,7 +28,9 @@ class ProbabilityWriter:
 
     Unlike MONAI's ``ClassificationSaver`` (which saves the raw network output), this writes the
     probabilities after the evaluator's postprocessing, i.e. after the loss's calibrated
-    probability transform (temperature, CCT-EAL rule, ...).
+    probability transform (temperature, CCT-EAL rule, ...). Like ``ClassificationSaver``, under
+    ``torch.distributed`` the rows of all ranks are gathered (rank 0's first) and rank 0 alone
+    writes the file; ``index`` counts the gathered rows.
 
     Args:
         output_file: CSV path (parent folders are created).
@@ -67,13 +66,19 @@ class ProbabilityWriter:
         self._rows.append(rows)
 
     def __call__(self, engine: Engine) -> None:
-        probs = torch.cat(self._rows) if self._rows else torch.zeros(0, 0)
-        k = probs.shape[1] if probs.ndim == 2 else 0
+        (probs,) = gather_cat(torch.cat(self._rows) if self._rows else torch.zeros(0, 0))
+        k = probs.shape[1]
         names = self.class_names or [f"p{i}" for i in range(k)]
         if len(names) != k:
             raise ValueError(
                 f"class_names has {len(names)} names but predictions have {k} classes."
             )
+        if is_main_rank():
+            self.write(probs, names)
+
+    def write(self, probs: torch.Tensor, names: Sequence[str]) -> None:
+        """Write the CSV of the gathered ``(N, K)`` probabilities (rank 0)."""
+        k = probs.shape[1]
         os.makedirs(os.path.dirname(os.path.abspath(self.output_file)), exist_ok=True)
         with open(self.output_file, "w", newline="") as f:
             w = csv.writer(f)

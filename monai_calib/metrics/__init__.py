@@ -17,6 +17,15 @@ from .calibration_error import (
 )
 from .multilabel import hamming_loss, multilabel_auc
 from .pooled_calibration import PooledCalibrationErrorMetric
+from .registry import METRIC_INFO, MetricInfo, metric_cmp_fn, metric_info
+from .reports import (
+    CLASSIFICATION_METRICS,
+    MULTILABEL_METRICS,
+    SEGMENTATION_METRICS,
+    SegmentationReportMetric,
+    classification_report,
+    multilabel_report,
+)
 from .retention import retention_auc, retention_curve
 from .retention_metric import RetentionAUCMetric
 from .score_metrics import BrierScoreMetric, NLLMetric

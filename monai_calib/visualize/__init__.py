@@ -5,5 +5,6 @@
 from __future__ import annotations
 
 from .density import confidence_by_correctness, plot_confidence_density
+from .panels import plot_reliability_panels
 from .reliability import plot_reliability_diagram, reliability_statistics
 from .retention import plot_retention_curve

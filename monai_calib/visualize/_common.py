@@ -18,14 +18,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["check_axes", "figure_of", "new_figure", "to_numpy"]
+__all__ = ["check_axes", "figure_and_axes", "figure_of", "new_figure", "to_numpy"]
 
 
-def new_figure(figsize: tuple[float, float], dpi: float = 100.0) -> Figure:
+def new_figure(
+    figsize: tuple[float, float], dpi: float = 100.0, layout: str | None = "constrained"
+) -> Figure:
     """A pyplot-free figure (matplotlib is imported lazily)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    return Figure(figsize=figsize, dpi=dpi, layout=layout)
 
 
 def figure_of(ax: Axes) -> Figure:
@@ -42,6 +44,15 @@ def check_axes(ax: Any, name: str = "ax") -> None:
 
     if not isinstance(ax, Axes):
         raise TypeError(f"{name} must be a matplotlib Axes, got {type(ax).__name__}.")
+
+
+def figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``(figure, ax)`` for a checked existing Axes, or a new pyplot-free figure with one Axes."""
+    if ax is None:
+        fig = new_figure(figsize)
+        return fig, fig.add_subplot()
+    check_axes(ax)
+    return figure_of(ax), ax
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 
 from monai_calib.metrics._inputs import check_num_bins, prepare_multiclass
 
-from ._common import check_axes, figure_of, new_figure, to_numpy
+from ._common import figure_and_axes, to_numpy
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,12 +79,7 @@ def plot_confidence_density(
     """
     num_bins = check_num_bins(num_bins)
     correct, incorrect = confidence_by_correctness(y_pred, y, logits=logits)
-    if ax is None:
-        fig = new_figure((5.5, 4.0))
-        ax = fig.add_subplot()
-    else:
-        check_axes(ax)
-        fig = figure_of(ax)
+    fig, ax = figure_and_axes(ax, (5.5, 4.0))
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     groups = (
         (correct, "Correct", "#2ca02c"),

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from monai_calib.metrics.calibration_error import (
     calibration_statistics,
 )
 
-from ._common import check_axes, figure_of, new_figure, to_numpy
+from ._common import check_axes, figure_and_axes, figure_of, new_figure, to_numpy
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -92,17 +92,139 @@ def reliability_statistics(
     return stats[class_index : class_index + 1 if class_index != -1 else None]
 
 
+# Bar styles: accuracy and histogram bars in blue, the calibration gap hatched in red.
+_COUNT_BARS = {"color": "#1f77b4", "edgecolor": "black", "linewidth": 0.8}
+_ACCURACY_BARS = {**_COUNT_BARS, "label": "Accuracy", "zorder": 2}
+_GAP_BARS = {"color": "#d62728", "alpha": 0.3, "edgecolor": "#d62728", "hatch": "//"}
+_GAP_BARS |= {"linewidth": 0.8, "label": "Gap", "zorder": 3}
+
+
+class _Bins(NamedTuple):
+    """Per-bin values of one reliability diagram (numpy arrays of length ``M``)."""
+
+    count: np.ndarray
+    sum_conf: np.ndarray
+    sum_correct: np.ndarray
+    acc: np.ndarray  # 0 in empty bins
+    conf: np.ndarray  # 0 in empty bins
+    nonempty: np.ndarray
+    centers: np.ndarray
+    width: float
+    total: float
+
+
+def _bins(stats: torch.Tensor) -> _Bins:
+    """Accuracy, confidence and bar positions from ``(1, M, 3)`` statistics."""
+    count, sum_conf, sum_correct = to_numpy(stats[0], "stats").T
+    m = count.shape[0]
+    nonempty = count > 0
+    safe = np.where(nonempty, count, 1.0)
+    width = 1.0 / m
+    return _Bins(
+        count=count,
+        sum_conf=sum_conf,
+        sum_correct=sum_correct,
+        acc=np.where(nonempty, sum_correct / safe, 0.0),
+        conf=np.where(nonempty, sum_conf / safe, 0.0),
+        nonempty=nonempty,
+        centers=(np.arange(m) + 0.5) * width,
+        width=width,
+        total=count.sum(),
+    )
+
+
+def _diagram_axes(
+    ax: Axes | tuple[Axes, Axes] | None, show_histogram: bool
+) -> tuple[Figure, Axes, Axes | None]:
+    """``(figure, reliability Axes, histogram Axes or None)`` for the ``ax`` argument."""
+    if ax is None and show_histogram:
+        fig = new_figure((5.0, 6.0))
+        gs = fig.add_gridspec(2, 1, height_ratios=(3, 1))
+        ax_rel = fig.add_subplot(gs[0])
+        return fig, ax_rel, fig.add_subplot(gs[1], sharex=ax_rel)
+    if isinstance(ax, (tuple, list)):
+        if len(ax) != 2:
+            raise ValueError(f"ax must be an Axes or a pair of Axes, got {len(ax)} items.")
+        check_axes(ax[0], "ax[0]")
+        check_axes(ax[1], "ax[1]")
+        return figure_of(ax[0]), ax[0], ax[1]
+    fig, ax_rel = figure_and_axes(ax, (5.0, 4.5))
+    return fig, ax_rel, None
+
+
+def _draw_reliability(ax: Axes, bins: _Bins, ece: float, title: str | None) -> None:
+    """Accuracy bars, gap bars, the diagonal, the ECE box and the legend."""
+    x = bins.centers[bins.nonempty]
+    ax.bar(x, bins.acc[bins.nonempty], width=bins.width, **_ACCURACY_BARS)
+    ax.bar(
+        x,
+        np.abs(bins.conf - bins.acc)[bins.nonempty],
+        bottom=np.minimum(bins.conf, bins.acc)[bins.nonempty],
+        width=bins.width,
+        **_GAP_BARS,
+    )
+    ax.plot(
+        [0, 1],
+        [0, 1],
+        linestyle="--",
+        color="gray",
+        linewidth=1.0,
+        zorder=4,
+        label="Perfect calibration",
+    )
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("Accuracy")
+    ax.text(
+        0.04,
+        0.96,
+        f"ECE = {100.0 * ece:.2f}%",
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=11,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "gray", "alpha": 0.9},
+    )
+    ax.legend(loc="lower right", fontsize=9)
+    if title is not None:
+        ax.set_title(title)
+
+
+def _draw_histogram(ax: Axes, bins: _Bins) -> None:
+    """Fraction of samples per bin, with the mean confidence and the accuracy as lines."""
+    frac = bins.count / bins.total if bins.total > 0 else bins.count
+    ax.bar(bins.centers, frac, width=bins.width, alpha=0.8, **_COUNT_BARS)
+    if bins.total > 0:
+        mean_conf = float(bins.sum_conf.sum() / bins.total)
+        accuracy = float(bins.sum_correct.sum() / bins.total)
+        ax.axvline(
+            mean_conf,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"Avg. confidence ({mean_conf:.2f})",
+        )
+        ax.axvline(
+            accuracy,
+            color="#d62728",
+            linestyle="-",
+            linewidth=1.2,
+            label=f"Accuracy ({accuracy:.2f})",
+        )
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel("Fraction")
+
+
 def plot_reliability_diagram(
     source: Any,
     y: torch.Tensor | None = None,
     *,
-    num_bins: int = 15,
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
-    logits: bool = False,
-    class_index: int | None = None,
     show_histogram: bool = True,
     ax: Axes | tuple[Axes, Axes] | None = None,
     title: str | None = None,
+    **statistics_kwargs: Any,
 ) -> tuple[Figure, Axes | tuple[Axes, Axes]]:
     r"""Reliability diagram with gap bars, the diagonal, the ECE and a confidence histogram.
 
@@ -128,15 +250,14 @@ def plot_reliability_diagram(
             ``statistics()``), or predictions ``y_pred`` when ``y`` is given (see
             :func:`reliability_statistics`).
         y: labels for raw predictions.
-        num_bins: bins for raw predictions. Defaults to 15.
-        target: ``"top_label"`` (default), ``"classwise"`` or ``"marginal"`` for raw predictions.
-        logits: raw predictions are logits. Defaults to False.
-        class_index: group to draw when there are several (``None``: pool them).
         show_histogram: draw the confidence histogram panel underneath. Defaults to True.
         ax: where to draw: ``None`` creates a new figure (pyplot is not used; the user's backend
             is untouched); a pair ``(ax_reliability, ax_histogram)`` draws both panels there;
             a single Axes draws the reliability panel only (``show_histogram`` is ignored).
         title: optional title of the reliability panel.
+        statistics_kwargs: ``num_bins`` (15), ``target`` (``"top_label"``), ``logits``
+            (False) for raw predictions, and ``class_index`` (the group to draw when there
+            are several; ``None`` pools them): see :func:`reliability_statistics`.
 
     Returns:
         ``(fig, (ax_reliability, ax_histogram))`` when the histogram is drawn, else
@@ -150,117 +271,14 @@ def plot_reliability_diagram(
         Guo et al., "On Calibration of Modern Neural Networks", ICML 2017 (reliability diagrams);
         TorchUncertainty's calibration plot (layout).
     """
-    stats = reliability_statistics(
-        source, y, num_bins=num_bins, target=target, logits=logits, class_index=class_index
-    )
+    stats = reliability_statistics(source, y, **statistics_kwargs)
     ece = float(calibration_error_from_statistics(stats))
-    count, sum_conf, sum_correct = to_numpy(stats[0], "stats").T
-    m = count.shape[0]
-    total = count.sum()
-    nonempty = count > 0
-    safe = np.where(nonempty, count, 1.0)
-    acc = np.where(nonempty, sum_correct / safe, 0.0)
-    conf = np.where(nonempty, sum_conf / safe, 0.0)
-    width = 1.0 / m
-    centers = (np.arange(m) + 0.5) * width
-
-    if ax is None:
-        fig = new_figure((5.0, 6.0) if show_histogram else (5.0, 4.5))
-        if show_histogram:
-            gs = fig.add_gridspec(2, 1, height_ratios=(3, 1))
-            ax_rel = fig.add_subplot(gs[0])
-            ax_hist = fig.add_subplot(gs[1], sharex=ax_rel)
-        else:
-            ax_rel, ax_hist = fig.add_subplot(), None
-    elif isinstance(ax, (tuple, list)):
-        if len(ax) != 2:
-            raise ValueError(f"ax must be an Axes or a pair of Axes, got {len(ax)} items.")
-        ax_rel, ax_hist = ax
-        check_axes(ax_rel, "ax[0]")
-        check_axes(ax_hist, "ax[1]")
-        fig = figure_of(ax_rel)
-    else:
-        check_axes(ax)
-        ax_rel, ax_hist = ax, None
-        fig = figure_of(ax_rel)
-
-    x = centers[nonempty]
-    ax_rel.bar(
-        x,
-        acc[nonempty],
-        width=width,
-        color="#1f77b4",
-        edgecolor="black",
-        linewidth=0.8,
-        label="Accuracy",
-        zorder=2,
-    )
-    ax_rel.bar(
-        x,
-        np.abs(conf - acc)[nonempty],
-        bottom=np.minimum(conf, acc)[nonempty],
-        width=width,
-        color="#d62728",
-        alpha=0.3,
-        edgecolor="#d62728",
-        hatch="//",
-        linewidth=0.8,
-        label="Gap",
-        zorder=3,
-    )
-    ax_rel.plot(
-        [0, 1],
-        [0, 1],
-        linestyle="--",
-        color="gray",
-        linewidth=1.0,
-        zorder=4,
-        label="Perfect calibration",
-    )
-    ax_rel.set_xlim(0.0, 1.0)
-    ax_rel.set_ylim(0.0, 1.0)
-    ax_rel.set_ylabel("Accuracy")
-    ax_rel.text(
-        0.04,
-        0.96,
-        f"ECE = {100.0 * ece:.2f}%",
-        transform=ax_rel.transAxes,
-        va="top",
-        ha="left",
-        fontsize=11,
-        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "gray", "alpha": 0.9},
-    )
-    ax_rel.legend(loc="lower right", fontsize=9)
-    if title is not None:
-        ax_rel.set_title(title)
-
+    bins = _bins(stats)
+    fig, ax_rel, ax_hist = _diagram_axes(ax, show_histogram)
+    _draw_reliability(ax_rel, bins, ece, title)
     if ax_hist is None:
         ax_rel.set_xlabel("Confidence")
         return fig, ax_rel
-    frac = count / total if total > 0 else count
-    ax_hist.bar(
-        centers, frac, width=width, color="#1f77b4", edgecolor="black", linewidth=0.8, alpha=0.8
-    )
-    if total > 0:
-        mean_conf = float(sum_conf.sum() / total)
-        accuracy = float(sum_correct.sum() / total)
-        ax_hist.axvline(
-            mean_conf,
-            color="black",
-            linestyle="--",
-            linewidth=1.2,
-            label=f"Avg. confidence ({mean_conf:.2f})",
-        )
-        ax_hist.axvline(
-            accuracy,
-            color="#d62728",
-            linestyle="-",
-            linewidth=1.2,
-            label=f"Accuracy ({accuracy:.2f})",
-        )
-        ax_hist.legend(loc="upper left", fontsize=8)
-    ax_hist.set_xlim(0.0, 1.0)
-    ax_hist.set_xlabel("Confidence")
-    ax_hist.set_ylabel("Fraction")
+    _draw_histogram(ax_hist, bins)
     ax_rel.tick_params(labelbottom=False)
     return fig, (ax_rel, ax_hist)

@@ -12,7 +12,7 @@ import torch
 
 from monai_calib.metrics.retention import retention_curve
 
-from ._common import check_axes, figure_of, new_figure, to_numpy
+from ._common import figure_and_axes, to_numpy
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -98,12 +98,7 @@ def plot_retention_curve(
         )
     if len(curves) == 0:
         raise ValueError("curves is empty; pass at least one curve.")
-    if ax is None:
-        fig = new_figure((5.5, 4.5))
-        ax = fig.add_subplot()
-    else:
-        check_axes(ax)
-        fig = figure_of(ax)
+    fig, ax = figure_and_axes(ax, (5.5, 4.5))
     lowest = 1.0
     for name, value in curves.items():
         f, a = _curve(str(name), value)

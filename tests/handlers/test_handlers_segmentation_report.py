@@ -119,7 +119,8 @@ def test_state_size_is_fixed(tmp_path):
     for p, lab in images[2:]:
         r.add([p], [lab])
     assert r.state_size() == size
-    assert r._top.shape == (1, 15, 3) and r._cls.shape == (2, 15, 3)
+    assert r.metric.statistics().shape == (1, 15, 3)
+    assert r.metric.statistics("classwise").shape == (2, 15, 3)
 
 
 @settings(max_examples=15, deadline=None)

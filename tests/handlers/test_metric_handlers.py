@@ -30,6 +30,7 @@ from monai_calib.metrics import (
     negative_log_likelihood,
     retention_auc,
 )
+from monai_calib.metrics.registry import metric_cmp_fn
 
 NUM_CLASSES = 3
 
@@ -155,11 +156,25 @@ def test_plain_engine_dense_and_per_image_mode_against_monai():
     )
 
 
+def test_handler_keyword_arguments_reach_the_metric():
+    handler = PooledCalibrationError(num_bins=7, target="classwise", label_reduction="weighted")
+    metric = handler.metric_fn
+    assert (metric.num_bins, metric.target, metric.label_reduction) == (7, "classwise", "weighted")
+    assert handler.save_details is True and BrierScore().save_details is False
+    assert NLL(eps=1e-3).metric_fn.eps == 1e-3
+    assert RetentionAUC(grid="linear", num_points=50).metric_fn.num_points == 50
+    with pytest.raises(TypeError, match="num_bin"):
+        BrierScore(num_bin=3)
+    with pytest.raises(ValueError, match="num_bins"):
+        PooledCalibrationError(num_bins=0)
+
+
 def test_handler_attributes_names_and_bundle_config():
-    assert PooledCalibrationError.higher_is_better is False
-    assert BrierScore.higher_is_better is False
-    assert NLL.higher_is_better is False
-    assert RetentionAUC.higher_is_better is True
+    # the direction of each handler's metric lives in the registry
+    assert metric_cmp_fn("ece") is lower_is_better_cmp
+    assert metric_cmp_fn("brier") is lower_is_better_cmp
+    assert metric_cmp_fn("nll") is lower_is_better_cmp
+    assert metric_cmp_fn("r_auc")(0.9, 0.8) is True
     for name in ("PooledCalibrationError", "BrierScore", "NLL", "RetentionAUC"):
         assert not hasattr(monai_handlers, name)  # no clash with MONAI's handlers
     parser = ConfigParser(
@@ -171,6 +186,8 @@ def test_handler_attributes_names_and_bundle_config():
                 "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
             },
             "cmp": "$monai_calib.handlers.lower_is_better_cmp",
+            "select_metric": "ece",
+            "cmp_registry": "$monai_calib.metrics.registry.metric_cmp_fn(@select_metric)",
         },
         globals={"monai": "monai", "monai_calib": "monai_calib"},
     )
@@ -179,5 +196,6 @@ def test_handler_attributes_names_and_bundle_config():
     assert isinstance(handler, PooledCalibrationError)
     assert handler.metric_fn.binning == "equal_mass"
     assert parser.get_parsed_content("cmp") is lower_is_better_cmp
+    assert parser.get_parsed_content("cmp_registry") is lower_is_better_cmp
     with pytest.raises(ValueError, match="length 2"):
         handler.update((torch.zeros(1, 2),))

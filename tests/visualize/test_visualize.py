@@ -25,6 +25,7 @@ from monai_calib.metrics import (
 from monai_calib.visualize import (
     plot_confidence_density,
     plot_reliability_diagram,
+    plot_reliability_panels,
     plot_retention_curve,
 )
 
@@ -170,6 +171,45 @@ def test_retention_curves(tmp_path):
         plot_retention_curve([1, 2])
 
 
+def test_reliability_panels_compact_grid(tmp_path):
+    """Per-label panels (the multi-label report): each panel's ECE is its own group's."""
+    p, y = _probs(seed=5)
+    stats = calibration_statistics(p, y, num_bins=10, target="classwise")  # (4, 10, 3)
+    per_class = calibration_error_from_statistics(stats, average=False)
+    panels = [(f"class {i}", stats[i : i + 1]) for i in range(4)]
+    fig, axes = plot_reliability_panels(panels, ncols=3, show_histogram=False, title="model")
+    assert len(axes) == 4 and len(fig.axes) == 4
+    assert _png_shape(fig, tmp_path / "panels.png") == (640, 960, 4)  # 3 x 2 panels of 3.2 in
+    assert fig._suptitle.get_text() == "model"
+    for i, ax in enumerate(axes):
+        assert ax.get_title() == f"class {i}"
+        assert _ece_in_text(ax) == pytest.approx(per_class[i].item(), abs=5e-5)
+        assert ax.get_ylabel() == ("Accuracy" if i % 3 == 0 else "")
+        assert (ax.get_legend() is not None) == (i == 0)
+
+
+def test_reliability_panels_with_histograms(tmp_path):
+    """Methods side by side (compare): a diagram and a histogram per panel, from any source."""
+    p, y = _probs(seed=6)
+    metric = PooledCalibrationErrorMetric(num_bins=15)
+    metric(p, y)
+    sharp = torch.softmax(torch.log(p) * 2.0, dim=1)
+    fig, axes = plot_reliability_panels(
+        {"metric": metric, "sharp": calibration_statistics(sharp, y)}
+    )
+    assert _png_shape(fig, tmp_path / "methods.png") == (550, 800, 4)  # 2 panels of 4 x 5.5 in
+    assert [pair[0].get_title() for pair in axes] == ["metric", "sharp"]
+    assert _ece_in_text(axes[0][0]) == pytest.approx(metric.aggregate().item(), abs=5e-5)
+    assert _ece_in_text(axes[1][0]) == pytest.approx(calibration_error(sharp, y).item(), abs=5e-5)
+    assert all(pair[1].get_ylabel() == "Fraction" for pair in axes)
+    with pytest.raises(ValueError, match="empty"):
+        plot_reliability_panels([])
+    with pytest.raises(ValueError, match="ncols"):
+        plot_reliability_panels({"a": metric}, ncols=0)
+    with pytest.raises(TypeError, match="statistics"):
+        plot_reliability_panels({"a": [1, 2]})
+
+
 def test_plots_do_not_touch_pyplot():
     import matplotlib.pyplot as plt
 
@@ -178,4 +218,5 @@ def test_plots_do_not_touch_pyplot():
     plot_reliability_diagram(p, y)
     plot_confidence_density(p, y)
     plot_retention_curve(p, y)
+    plot_reliability_panels({"a": calibration_statistics(p, y)}, show_histogram=False)
     assert plt.get_fignums() == before
