@@ -6,6 +6,7 @@ fast path, at one and at two intra-op threads, against plain numpy statistics.""
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,9 @@ from monai_calib.metrics import (
     calibration_error_from_statistics,
     calibration_statistics,
 )
+
+# the submodule (the package attribute of that name is the re-exported function)
+_CE_MODULE = importlib.import_module("monai_calib.metrics.calibration_error")
 
 
 @contextlib.contextmanager
@@ -278,3 +282,28 @@ def test_kernel_edge_codes_and_groups():
     # a grouped call equals one call per group
     for r in range(2):
         assert torch.equal(stats[r : r + 1], kernels.binned_statistics(q[r], correct[r], 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(5_003, 4), (2, 3, 20, 17)])
+def test_whole_tensor_path_equals_chunked_path(monkeypatch, dtype, shape):
+    # GPUs take the whole-tensor kernels (equal_width_codes + gather / binned_statistics); on the
+    # CPU they are reached by switching the chunked path off
+    g = torch.Generator().manual_seed(3)
+    z = 3 * torch.randn(*shape, generator=g)
+    p = torch.softmax(z, dim=1).to(dtype)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    flat_p = p.float().movedim(1, -1).reshape(-1, shape[1])
+    for target in ("top_label", "classwise"):
+        for num_bins in (1, 15):
+            kw = {"num_bins": num_bins, "target": target}
+            chunked = calibration_statistics(p, y, **kw)
+            chunked_logits = calibration_statistics(z, y, logits=True, **kw)
+            with monkeypatch.context() as m:
+                m.setattr(_CE_MODULE, "fast_path_ok", lambda _: False)
+                whole = calibration_statistics(p, y, **kw)
+                whole_logits = calibration_statistics(z, y, logits=True, **kw)
+            _assert_same_statistics(whole, chunked)
+            _assert_same_statistics(whole_logits, chunked_logits)
+            ref = _np_width_statistics(flat_p, y.reshape(-1), num_bins, target)
+            _assert_same_statistics(whole, ref)
