@@ -17,7 +17,14 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+import torch
 from monai.utils import look_up_option
+
+from monai_calib._utils.validation import check_finite, normalize_class_target
+
+from ._calibration_kernels import binned_statistics
+from ._inputs import check_num_bins
+from .calibration_error import calibration_error_from_statistics
 
 _BLOCK = 1 << 20
 
@@ -73,17 +80,22 @@ def top_label_arrays(probs: Any, labels: Any, eps: float = 1e-7) -> dict[str, np
         eps: the probability floor of the NLL (as ``negative_log_likelihood``).
 
     Raises:
-        ValueError: shapes disagree, ``N`` is 0, or a label is outside ``[0, K)``.
+        ValueError: ``probs`` is not ``(N, K)`` with ``N >= 1``, holds NaN/Inf or values outside
+            [0, 1]; ``labels`` are not class indices ``(N,)`` / ``(N, 1)`` (or one-hot
+            ``(N, K)``) in ``[0, K)``.
+        TypeError: boolean ``labels``.
     """
     p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels).reshape(-1)
     if p.ndim != 2 or p.shape[0] == 0:
         raise ValueError(f"probs must have shape (N, K) with N >= 1, got {p.shape}.")
-    if y.shape[0] != p.shape[0]:
-        raise ValueError(f"labels must have shape ({p.shape[0]},), got {np.asarray(labels).shape}.")
-    if y.size and (y.min() < 0 or y.max() >= p.shape[1]):
-        raise ValueError(f"labels must be in [0, {p.shape[1]}), got range [{y.min()}, {y.max()}].")
-    y = y.astype(np.int64)
+    check_finite(torch.tensor(p), "probs")  # copies: a read-only array cannot be shared
+    if p.min() < 0 or p.max() > 1:  # the ECE bins cover [0, 1]
+        raise ValueError(
+            f"probs must hold probabilities in [0, 1], got values in [{p.min()}, {p.max()}]."
+        )
+    y = normalize_class_target(
+        torch.tensor(np.asarray(labels)), p.shape[1], batch_size=p.shape[0], name="labels"
+    ).numpy()
     return {
         "conf": p.max(axis=1),
         "correct": (p.argmax(axis=1) == y).astype(np.float64),
@@ -95,7 +107,6 @@ def _resampled(
     arrays: dict[str, np.ndarray], idx: np.ndarray, statistic: BootstrapStatistic, num_bins: int
 ) -> np.ndarray:
     """The statistic on each row of resample indices ``idx`` ``(R, N)``, as ``(R,)``."""
-    n = idx.shape[1]
     if statistic is BootstrapStatistic.ACC:
         return arrays["correct"][idx].mean(axis=1)
     if statistic is BootstrapStatistic.NLL:
@@ -103,13 +114,11 @@ def _resampled(
     conf, correct = arrays["conf"][idx], arrays["correct"][idx]
     if statistic is BootstrapStatistic.GAP:
         return conf.mean(axis=1) - correct.mean(axis=1)
-    bins = np.clip(np.ceil(arrays["conf"] * num_bins) - 1, 0, num_bins - 1).astype(np.int64)[idx]
-    keys = (np.arange(idx.shape[0])[:, None] * num_bins + bins).ravel()
-    size = idx.shape[0] * num_bins
-    gap = np.bincount(keys, weights=conf.ravel(), minlength=size) - np.bincount(
-        keys, weights=correct.ravel(), minlength=size
+    # one group of bins per replicate: the binning of calibration_error, all rows at once
+    stats = binned_statistics(
+        torch.from_numpy(conf), torch.from_numpy(correct > 0), num_bins, group_dim=0
     )
-    return np.abs(gap.reshape(idx.shape[0], num_bins)).sum(axis=1) / n
+    return calibration_error_from_statistics(stats, average=False).numpy()
 
 
 def paired_bootstrap(
@@ -160,8 +169,7 @@ def paired_bootstrap(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    if int(num_bins) < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    num_bins = check_num_bins(num_bins)
     rng = np.random.default_rng(seed)
     point = 0.0
     reps = np.zeros(int(num_samples))

@@ -27,13 +27,21 @@ from typing import Literal
 
 import torch
 
+from ._calibration_kernels import (
+    accumulate_statistics,
+    binned_statistics,
+    chunked_equal_width_statistics,
+    class_view,
+    correct_codes,
+    equal_mass_bins,
+    equal_width_codes,
+    fast_path_ok,
+)
 from ._inputs import (
     check_num_bins,
     check_option,
     prepare_multiclass,
     prepare_multilabel,
-    raise_probability_error,
-    sum_tolerance,
 )
 
 __all__ = [
@@ -50,218 +58,6 @@ CALIBRATION_TARGETS = ("top_label", "classwise", "marginal")
 BINNINGS = ("equal_width", "equal_mass")
 REDUCTIONS = ("expected", "average", "maximum")
 NORMS = ("l1", "l2")
-
-
-def _equal_width_codes(p: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """``ceil(p * M)`` in ``[0, M]`` as a float tensor (``M + 1`` slots; 0 and 1 merge later).
-
-    Slot ``j = ceil(pM)`` holds the confidences in ``((j-1)/M, j/M]``; a confidence of exactly 0
-    lands in slot 0, which :func:`_accumulate` folds into the first bin, so bin ``b`` is slot
-    ``max(j, 1) - 1``, i.e. ``clamp(ceil(pM) - 1, 0, M - 1)``. Folding after the ``bincount``
-    saves two elementwise passes over the samples.
-    """
-    if num_bins >= 2**24 and p.dtype != torch.float64:
-        p = p.double()  # float32 represents whole numbers exactly only up to 2**24
-    # inputs are validated to lie in [0, 1] (softmax/sigmoid outputs too), so no clamp is needed
-    return torch.mul(p, num_bins).ceil_()
-
-
-def _int_codes(slots: torch.Tensor, size: int) -> torch.Tensor:
-    """Whole-number slot codes as int32 (half the memory traffic of int64) when they fit."""
-    return slots.to(torch.int32 if size < 2**31 else torch.int64)
-
-
-def _accumulate(
-    codes: torch.Tensor,
-    conf: torch.Tensor,
-    correct_codes: torch.Tensor,
-    groups: int,
-    num_bins: int,
-) -> torch.Tensor:
-    """``(groups, num_bins, 3)`` float64 ``[count, sum conf, sum correct]`` from slot codes.
-
-    ``codes`` (integer, same layout as ``conf``) is ``group * (M + 1) + j`` with ``j`` in
-    ``[0, M]``; ``correct_codes`` holds the codes of the correct (sample, group) pairs (others
-    may hold the out-of-range code ``groups * (M + 1)``, which is dropped). One
-    ``bincount`` over the flattened codes gives the counts, one weighted ``bincount`` the
-    confidence sums (accumulated in float64), one over ``correct_codes`` the correctness sums;
-    counts are exact integers. Slot 0 (a confidence of exactly 0) is then folded into the first
-    bin.
-    """
-    width = num_bins + 1
-    size = groups * width
-    flat = codes.reshape(-1)
-    counts = torch.bincount(flat, minlength=size).double()
-    sums = torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=size)
-    hits = torch.bincount(correct_codes.reshape(-1), minlength=size + 1)[:size].double()
-    stats = torch.stack([counts, sums, hits], dim=-1).view(groups, width, 3)
-    stats[:, 1] += stats[:, 0]
-    return stats[:, 1:].contiguous()
-
-
-# Values (classes x samples) per chunk of the CPU fast path: the chunk and its temporaries stay in
-# the core's L2 cache, so no sample-sized tensor is allocated (and page-faulted) per call. With
-# several intra-op threads the chunks stay below ATen's parallel grain size (32768 elements):
-# a parallel region per small op costs more in synchronisation (a lot more on a busy machine,
-# where every region waits for a descheduled worker) than it saves.
-_CHUNK_VALUES = 1 << 16
-_CHUNK_VALUES_THREADED = (1 << 15) - 1
-# (N, K) inputs are transposed chunk-wise by a product with the identity up to this K (exact,
-# see _transpose_exact); above it by a strided copy.
-_MM_TRANSPOSE_MAX_K = 64
-
-
-def _transpose_exact(c: torch.Tensor, eye: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out = c.T`` for a ``(n, K)`` chunk.
-
-    ``eye @ c.T`` is several times faster than a strided copy for small ``K`` and exact for
-    finite values: every output is ``1 * x`` plus products ``0 * y = 0`` (only the sign of a zero
-    may change). Only used on the CPU with the float32 matmul precision ``"highest"``
-    (no reduced-precision matmul); non-finite inputs, which could smear NaN over a row, are
-    rejected by the range check on the untransposed chunk.
-    """
-    if eye is None:
-        out.copy_(c.t())
-    else:
-        torch.mm(eye, c.t(), out=out)
-
-
-def _chunks(probs: torch.Tensor, labels: torch.Tensor):
-    """Yield ``(x, lab, src)``: ``x`` a ``(K, n)`` block of probabilities (class-major),
-    ``lab`` the ``(1, n)`` labels and ``src`` the same values in the input layout."""
-    num_classes = probs.shape[1]
-    values = _CHUNK_VALUES if torch.get_num_threads() == 1 else _CHUNK_VALUES_THREADED
-    step = max(1, values // num_classes)
-    if probs.ndim == 2:
-        n_rows = probs.shape[0]
-        eye = None
-        if (
-            num_classes <= _MM_TRANSPOSE_MAX_K
-            and torch.get_num_threads() == 1  # a threaded BLAS call per chunk costs more
-            and torch.get_float32_matmul_precision() == "highest"
-        ):
-            eye = torch.eye(num_classes, dtype=probs.dtype)
-        buf = torch.empty(num_classes, min(step, n_rows), dtype=probs.dtype)
-        for s0 in range(0, n_rows, step):
-            c = probs[s0 : s0 + step]
-            n = c.shape[0]
-            x = buf if n == buf.shape[1] else torch.empty(num_classes, n, dtype=probs.dtype)
-            _transpose_exact(c, eye, x)
-            yield x, labels[s0 : s0 + step].unsqueeze(0), c
-    else:
-        batch = probs.shape[0]
-        p3 = probs.reshape(batch, num_classes, -1)
-        l2 = labels.reshape(batch, -1)
-        for b in range(batch):
-            for s0 in range(0, p3.shape[2], step):
-                x = p3[b, :, s0 : s0 + step]
-                yield x, l2[b : b + 1, s0 : s0 + step], x
-
-
-def _fast_equal_width(
-    y_pred: torch.Tensor,
-    probs: torch.Tensor,
-    labels: torch.Tensor,
-    target: str,
-    num_bins: int,
-    check: bool,
-) -> torch.Tensor:
-    """Equal-width statistics of softmax-type inputs in one chunked pass (CPU).
-
-    Per chunk of ``K x n`` values, in cache: the probability checks (minimum over all values,
-    maximum via the row maxima, row sums ``sum(0)``), then one integer key per (sample, group)
-    ``key = 2 * (group * (M + 1) + ceil(q * M)) + correct`` so that one ``bincount`` gives the
-    counts and hits and one weighted ``bincount`` (float64 weights) the confidence sums.
-    Top-label correctness avoids the slow ``max(dim)`` with indices: ``argmax == y`` iff
-    ``p_y == max_k p_k`` when the row maximum is attained once; a chunk holding a tied row
-    (detected by counting ``p == max`` entries) takes the exact ``max(dim=0)`` index path
-    (first maximal class, as documented). Results equal those of the unchunked path (counts
-    are the same integers; sums are float64, added chunk-wise).
-    """
-    num_classes = probs.shape[1]
-    top = target == "top_label"
-    groups = 1 if top else num_classes
-    width = num_bins + 1
-    size = 2 * groups * width
-    key_dtype = torch.int32 if size < 2**31 else torch.int64
-    slot_dtype = torch.float64 if num_bins >= 2**24 else probs.dtype
-    counts = torch.zeros(size, dtype=torch.int64)
-    sums = torch.zeros(size, dtype=torch.float64)
-    tol = sum_tolerance(y_pred.dtype, num_classes)  # the input's dtype: bf16 rows are coarser
-    threaded = torch.get_num_threads() > 1
-    offsets = None
-    if not top:  # 2 * class * (M + 1) per row of a (K, n) block
-        offsets = torch.arange(0, size, 2 * width, dtype=key_dtype).unsqueeze(1)
-        classes = torch.arange(num_classes).unsqueeze(1)
-    for x, lab, src in _chunks(probs, labels):
-        n = x.shape[1]
-        conf = torch.amax(x, 0) if top else x
-        if check:
-            if top:
-                lo, hi = src.amin(), conf.amax()
-            else:
-                lo, hi = torch.aminmax(src)
-            row_sums = x.sum(0)
-            slo, shi = torch.aminmax(row_sums)
-            err = max(1.0 - float(slo), float(shi) - 1.0)
-            if not (bool(lo >= 0) and bool(hi <= 1)) or err > tol:
-                raise_probability_error(y_pred, err)
-        slots = torch.mul(conf, num_bins) if slot_dtype == conf.dtype else conf.to(slot_dtype)
-        if slot_dtype != conf.dtype:
-            slots.mul_(num_bins)
-        if threaded:
-            # ceil(q M) for q M >= 0 as trunc + (trunc < q M): exact, and unlike ``ceil`` (a
-            # VML kernel that opens a parallel region from 2048 elements) serial on a chunk
-            key = slots.to(key_dtype)
-            key.add_(torch.lt(key, slots))
-        else:
-            key = slots.ceil_().to(key_dtype)
-        if top:
-            ties = torch.eq(x, conf, out=torch.empty_like(x, memory_format=torch.contiguous_format))
-            if float(ties.sum()) != n:  # a row maximum is attained twice: exact argmax
-                correct = x.max(0).indices == lab[0]
-            else:
-                correct = x.gather(0, lab)[0] == conf
-            key.mul_(2).add_(correct)
-        else:
-            correct = torch.eq(lab, classes).to(key_dtype)
-            key = torch.add(correct, key, alpha=2).add_(offsets)
-        flat = key.reshape(-1)
-        counts += torch.bincount(flat, minlength=size)
-        sums += torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=size)
-    pairs = counts.view(groups, width, 2)
-    stats = torch.stack(
-        [pairs.sum(-1).double(), sums.view(groups, width, 2).sum(-1), pairs[..., 1].double()],
-        dim=-1,
-    )
-    stats[:, 1] += stats[:, 0]  # a confidence of exactly 0 belongs to the first bin
-    return stats[:, 1:].contiguous()
-
-
-def _class_view(x: torch.Tensor) -> torch.Tensor:
-    """``(B, K, *spatial)`` -> ``(K, N)`` with every voxel a column (a view for ``(B, K)``)."""
-    return x.movedim(1, 0).reshape(x.shape[1], -1)
-
-
-def _equal_mass_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """Equal-mass bin index for each row of ``values`` ``(G, N)``.
-
-    A value's bin is ``floor(r * M / N)``, where ``r`` is the number of values in its row that
-    are *strictly smaller* (its rank, ties sharing the lowest rank). Without ties bin ``b``
-    therefore holds the ranks ``[ceil(bN/M), ceil((b+1)N/M))``: sizes differ by at most one and
-    the remainder is spread evenly over the bins. Tied values always share a bin (the result does
-    not depend on sample order); a bin that a large tie swallows leaves later bins empty.
-    """
-    n = values.shape[-1]
-    values = values.contiguous()
-    sorted_values = torch.sort(values, dim=-1).values.contiguous()
-    rank = torch.searchsorted(sorted_values, values, right=False)
-    return torch.div(rank * num_bins, max(n, 1), rounding_mode="floor")
-
-
-def _fast_path_ok(y_pred: object) -> bool:
-    """The chunked path is for CPU tensors (a GPU prefers few large kernels)."""
-    return isinstance(y_pred, torch.Tensor) and y_pred.device.type == "cpu"
 
 
 def calibration_statistics(
@@ -298,7 +94,7 @@ def calibration_statistics(
     correctness sums, weighted ``bincount`` for the confidence sums (float64 accumulation),
     without any Python loop over bins or classes and without materialising a one-hot. On the
     CPU, softmax-type equal-width statistics are computed in one pass over cache-sized blocks
-    that also runs the input checks (see ``_fast_equal_width``); counts are the same integers.
+    that also runs the input checks (see ``_calibration_kernels``); counts are the same integers.
 
     Args:
         y_pred: probabilities (or logits with ``logits=True``), class axis at dim 1.
@@ -332,45 +128,40 @@ def calibration_statistics(
 
     if target == "marginal":
         probs, truth = prepare_multilabel(y_pred, y, logits=logits)
+        if binning == "equal_width":
+            return binned_statistics(probs, truth.bool(), num_bins, group_dim=1)
     else:
-        fast = binning == "equal_width" and _fast_path_ok(y_pred)
+        fast = binning == "equal_width" and fast_path_ok(y_pred)
         probs, labels = prepare_multiclass(y_pred, y, logits=logits, check_probs=not fast)
         if fast and probs.numel() > 0:
-            return _fast_equal_width(y_pred, probs, labels, target, num_bins, check=not logits)
+            return chunked_equal_width_statistics(
+                y_pred, probs, labels, target, num_bins, check=not logits
+            )
 
-    width = num_bins + 1
     if target == "top_label":
         conf, pred = probs.max(dim=1)
         if binning == "equal_width":
-            codes = _int_codes(_equal_width_codes(conf, num_bins), width)
-        else:
-            codes = _equal_mass_bins(conf.reshape(1, -1), num_bins).add_(1).view(conf.shape)
-        wrong = torch.tensor(width, dtype=codes.dtype, device=codes.device)  # out-of-range slot
-        return _accumulate(codes, conf, torch.where(pred == labels, codes, wrong), 1, num_bins)
+            return binned_statistics(conf, pred == labels, num_bins)
+        codes = equal_mass_bins(conf.reshape(1, -1), num_bins).add_(1).view(conf.shape)
+        hits = correct_codes(codes, pred == labels, 1, num_bins)
+        return accumulate_statistics(codes, conf, hits, 1, num_bins)
 
     num_classes = probs.shape[1]
-    size = num_classes * width
-    if binning == "equal_width":
+    if binning == "equal_width":  # classwise (marginal returned above)
         conf, class_dim = probs, 1
-        slots = _equal_width_codes(probs, num_bins)
-        if size >= 2**24:
-            slots = slots.double()  # keep the class offsets exact
-        offset_shape = (1, num_classes) + (1,) * (probs.ndim - 2)
-        offsets = torch.arange(0, size, width, device=probs.device, dtype=slots.dtype)
-        codes = _int_codes(slots.add_(offsets.view(offset_shape)), size)
+        codes = equal_width_codes(probs, num_bins, group_dim=1)
     else:
-        conf, class_dim = _class_view(probs), 0
-        offsets = torch.arange(1, size, width, device=probs.device).unsqueeze(1)
-        codes = _equal_mass_bins(conf, num_bins).add_(offsets)
+        conf, class_dim = class_view(probs), 0
+        size = num_classes * (num_bins + 1)
+        offsets = torch.arange(1, size, num_bins + 1, device=probs.device).unsqueeze(1)
+        codes = equal_mass_bins(conf, num_bins).add_(offsets)
     if target == "classwise":
         # exactly one class per sample is "correct": its code is gathered, not searched for
         true = labels.unsqueeze(1) if class_dim == 1 else labels.reshape(1, -1)
-        correct_codes = codes.gather(class_dim, true)
+        hits = codes.gather(class_dim, true)
     else:
-        truth = truth if class_dim == 1 else _class_view(truth)
-        wrong = torch.tensor(size, dtype=codes.dtype, device=codes.device)  # out-of-range slot
-        correct_codes = torch.where(truth.bool(), codes, wrong)
-    return _accumulate(codes, conf, correct_codes, num_classes, num_bins)
+        hits = correct_codes(codes, class_view(truth).bool(), num_classes, num_bins)
+    return accumulate_statistics(codes, conf, hits, num_classes, num_bins)
 
 
 def calibration_error_from_statistics(

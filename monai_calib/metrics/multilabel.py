@@ -2,9 +2,11 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Multi-label classification metrics: Hamming loss and rank-based ROC AUC (macro / micro).
 
-Both take per-label probabilities by default (the caller applies the post-transform that matches
-the training loss: :math:`q = \\sigma(z)^2` for LDACE, :math:`\\sigma(z)` for BCE), or logits
-with ``activation="sigmoid"`` / ``"squared_sigmoid"``.
+Both take per-label probabilities (the caller applies the post-transform that matches the training
+loss: :math:`q = \\sigma(z)^2` for LDACE, :math:`\\sigma(z)` for BCE); :func:`hamming_loss`, whose
+threshold acts on the probability, also takes logits with ``activation="sigmoid"`` /
+``"squared_sigmoid"``. The AUC is rank-based: a strictly increasing post-transform leaves it
+unchanged (up to ties created by rounding).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _AVERAGES = ("macro", "micro", "none")
 
 
 def _prepare(
-    y_pred: torch.Tensor, y: torch.Tensor, activation: str | None
+    y_pred: torch.Tensor, y: torch.Tensor, activation: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``(N, K)`` scores and a same-shape multi-hot target; return float64 tensors."""
     if activation not in _ACTIVATIONS:
@@ -111,11 +113,7 @@ def _binary_auc(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def multilabel_auc(
-    y_pred: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    average: str = "macro",
-    activation: str | None = None,
+    y_pred: torch.Tensor, y: torch.Tensor, *, average: str = "macro"
 ) -> torch.Tensor:
     r"""Rank-based ROC AUC for multi-label predictions, macro- or micro-averaged.
 
@@ -129,34 +127,32 @@ def multilabel_auc(
     which equals the probability that a random positive outranks a random negative (ties
     count 1/2). ``"macro"`` averages :math:`\mathrm{AUC}_k` over the labels; ``"micro"``
     computes one AUC over all :math:`N K` flattened decisions; ``"none"`` returns the ``(K,)``
-    per-label values. AUC is rank-based, so ``activation`` only matters if it changes the order
-    (it does not: both sigmoids are monotone); it is accepted for symmetry with
-    :func:`hamming_loss`.
+    per-label values. AUC is rank-based: :math:`\sigma(z)` and :math:`\sigma(z)^2` give the same
+    AUC as each other (and as the logits :math:`z`, up to ties created by rounding).
 
     A label with a single class present has no AUC: it is NaN in ``"none"`` and excluded from
     ``"macro"`` with a ``UserWarning``; the result is NaN (with a warning) if no label is left,
     or, for ``"micro"``, if all flattened labels are of one class.
 
     Inputs:
-        - **y_pred**: ``(N, K)`` probabilities in ``[0, 1]`` (``activation=None``) or logits.
+        - **y_pred**: ``(N, K)`` probabilities in ``[0, 1]``.
         - **y**: ``(N, K)`` multi-hot labels in {0, 1}.
         - **output**: 0-d float64 tensor (``"macro"``/``"micro"``) or ``(K,)`` (``"none"``).
 
     Args:
         average: ``"macro"`` | ``"micro"`` | ``"none"``. Defaults to ``"macro"``.
-        activation: ``None``, ``"sigmoid"`` or ``"squared_sigmoid"``. Defaults to ``None``.
 
     Raises:
         TypeError: non-tensor or non-floating-point ``y_pred``, non-tensor ``y``.
-        ValueError: unknown ``average`` or ``activation``, wrong shapes, NaN/Inf scores,
-            probabilities outside ``[0, 1]``, non-binary ``y``.
+        ValueError: unknown ``average``, wrong shapes, NaN/Inf scores, probabilities outside
+            ``[0, 1]``, non-binary ``y``.
 
     References:
         Hanley & McNeil, "The meaning and use of the area under a ROC curve", Radiology (1982).
     """
     if average not in _AVERAGES:
         raise ValueError(f"average must be one of {list(_AVERAGES)}, got {average!r}.")
-    scores, target = _prepare(y_pred, y, activation)
+    scores, target = _prepare(y_pred, y)
     if average == "micro":
         auc = _binary_auc(scores.reshape(-1), target.reshape(-1))
         if bool(torch.isnan(auc)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from monai.metrics import CalibrationErrorMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
@@ -76,13 +77,15 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
       the probabilities and labels are buffered (one row per sample/voxel) and all-gathered at
       ``aggregate()``; memory is O(N K). Meant for classification sets (MedMNIST-sized), not
       for millions of voxels.
-    - ``per_image=True``: **MONAI compatibility mode**. Reproduces
-      :class:`monai.metrics.CalibrationErrorMetric` (``right=False``): per image and per channel
-      the marginal (one-vs-rest) L1 calibration error with MONAI's bin edges
-      (``linspace(0, 1 + eps_float32, M + 1)``, ``bucketize`` on the float32 probabilities,
-      left-closed bins, the index clamped to ``M - 1``), then ``metric_reduction`` over the
-      ``(images, channels)`` matrix, skipping NaN (images/channels without voxels). The pooled
-      modes use right-closed bins :math:`(b/M, (b+1)/M]` instead (0.0 in the first bin).
+    - ``per_image=True``: **MONAI compatibility mode**. Each batch is computed by
+      :class:`monai.metrics.CalibrationErrorMetric` itself (``right=False``), so the numbers are
+      MONAI's: per image and per channel the marginal (one-vs-rest) L1 calibration error with
+      MONAI's bin edges (``linspace(0, 1 + eps_float32, M + 1)``, ``bucketize`` on the float32
+      probabilities, left-closed bins, the index clamped to ``M - 1``, float32 sums), then
+      ``metric_reduction`` over the ``(images, channels)`` matrix, skipping NaN (images/channels
+      without voxels). This mode adds index labels (one-hot encoded here), the input checks and
+      DDP gathering. The pooled modes use right-closed bins :math:`(b/M, (b+1)/M]` instead (0.0
+      in the first bin).
 
     **Targets and label reductions.** ``target="top_label"`` (max probability vs correctness of
     the argmax, ``C = 1``), ``"classwise"`` (per class :math:`k`, :math:`p_k` vs
@@ -137,7 +140,8 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
 
     Returns (``__call__``):
         equal-width: the batch statistics ``(1, C, M, 3)``; equal-mass: the batch's
-        ``(probabilities (N, K), labels)`` rows; compatibility mode: per-image errors ``(B, C)``.
+        ``(probabilities (N, K), labels)`` rows; compatibility mode: MONAI's float32 per-image
+        errors ``(B, C)``.
 
     Raises:
         ValueError: invalid options; incompatible options (``per_image=True`` with
@@ -207,6 +211,11 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
                         f"{expected!r}, got {value!r}."
                     )
             self._storage = "items"
+            self._monai_metric = CalibrationErrorMetric(
+                num_bins=self.num_bins,
+                include_background=self.include_background,
+                calibration_reduction=self.reduction,
+            )
         elif self.binning == "equal_width":
             self._storage = "sum"
         else:
@@ -238,7 +247,7 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
         return _rows(probs), labels.reshape(-1)
 
     def _per_image_errors(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """MONAI-compatible per-image, per-channel marginal calibration error ``(B, C)``."""
+        """MONAI's per-image, per-channel marginal calibration error ``(B, C)`` (float32)."""
         if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
             raise TypeError(
                 f"y_pred and y must be torch.Tensors, got {type(y_pred).__name__} and "
@@ -257,36 +266,9 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
                 f"y must be one-hot of y_pred's shape {tuple(y_pred.shape)} or class indices "
                 f"(B, 1, spatial...), got shape {tuple(y.shape)}."
             )
-        if not self.include_background:
-            y_pred, y = y_pred[:, 1:], y[:, 1:]
-        m = self.num_bins
-        # MONAI: float32 probabilities bucketized against linspace(0, 1 + eps32) in float32.
-        p = y_pred.flatten(start_dim=2).float().contiguous()
-        t = y.flatten(start_dim=2).double()
-        edges = torch.linspace(
-            0.0, 1.0 + torch.finfo(torch.float32).eps, m + 1, device=p.device, dtype=torch.float32
-        )
-        idx = torch.bucketize(p, edges[1:], right=False).clamp_(max=m - 1)
-        shape = (*p.shape[:2], m)
-        counts = torch.zeros(shape, dtype=torch.float64, device=p.device)
-        counts.scatter_add_(2, idx, torch.ones_like(t))
-        sum_p = torch.zeros_like(counts).scatter_add_(2, idx, p.double())
-        sum_t = torch.zeros_like(counts).scatter_add_(2, idx, t)
-        nonempty = counts > 0
-        safe = torch.where(nonempty, counts, torch.ones_like(counts))
-        gap = (sum_p - sum_t).abs() / safe
-        total = counts.sum(-1)
-        nan = torch.full_like(total, float("nan"))
-        if self.reduction == "expected":
-            err = (gap * counts).sum(-1) / torch.where(total > 0, total, torch.ones_like(total))
-        elif self.reduction == "average":
-            n_nonempty = nonempty.sum(-1).double()
-            err = torch.where(nonempty, gap, torch.zeros_like(gap)).sum(-1) / n_nonempty.clamp(
-                min=1
-            )
-        else:
-            err = torch.where(nonempty, gap, torch.full_like(gap, -1.0)).amax(-1)
-        return torch.where(total > 0, err, nan)
+        # MONAI's own per-image computation (background removal included), so that this mode
+        # reproduces MONAI by construction; only the input checks above are ours
+        return self._monai_metric._compute_tensor(y_pred, y)
 
     # ------------------------------------------------------------------ aggregation
     def statistics(

@@ -12,16 +12,34 @@ better).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 
 from ._inputs import check_option, prepare_multiclass
 
-__all__ = ["RETENTION_GRIDS", "UNCERTAINTIES", "retention_auc", "retention_curve"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
+__all__ = [
+    "RETENTION_GRIDS",
+    "UNCERTAINTIES",
+    "RetentionOptions",
+    "retention_auc",
+    "retention_curve",
+]
 
 RETENTION_GRIDS = ("log", "linear")
 UNCERTAINTIES = ("max_prob", "entropy", "predicted_class")
+
+
+class RetentionOptions(TypedDict, total=False):
+    """Keyword options of :func:`retention_curve` (and :func:`retention_auc`)."""
+
+    grid: Literal["log", "linear"]
+    num_points: int
+    uncertainty: Literal["max_prob", "entropy", "predicted_class"]
+    logits: bool
 
 
 def _grid(grid: str, num_points: int, device: torch.device) -> torch.Tensor:
@@ -121,13 +139,7 @@ def retention_curve(
 
 
 def retention_auc(
-    y_pred: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    grid: Literal["log", "linear"] = "log",
-    num_points: int = 200,
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
-    logits: bool = False,
+    y_pred: torch.Tensor, y: torch.Tensor, **options: Unpack[RetentionOptions]
 ) -> torch.Tensor:
     """Area under the accuracy-retention curve (R-AUC), trapezoid rule; higher is better.
 
@@ -136,13 +148,12 @@ def retention_auc(
         \\mathrm{R\\text{-}AUC} = \\sum_{j=1}^{n-1} \\frac{(f_{j+1} - f_j)\\,
         (\\mathrm{acc}(f_j) + \\mathrm{acc}(f_{j+1}))}{2}
 
-    Reported as a fraction in [0, 1] (the LS+ paper multiplies by 100). Arguments, inputs and
+    Reported as a fraction in [0, 1] (the LS+ paper multiplies by 100). Arguments (the keyword
+    options ``grid``, ``num_points``, ``uncertainty``, ``logits`` with their defaults), inputs and
     errors as :func:`retention_curve`.
 
     Returns:
         0-d float64 tensor.
     """
-    fractions, accuracies = retention_curve(
-        y_pred, y, grid=grid, num_points=num_points, uncertainty=uncertainty, logits=logits
-    )
+    fractions, accuracies = retention_curve(y_pred, y, **options)
     return torch.trapezoid(accuracies, fractions)

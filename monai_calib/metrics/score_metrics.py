@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ._cumulative import StorageCumulativeMetric
-from .scores import brier_statistics, nll_statistics
+from .scores import brier_statistics, check_eps, nll_statistics
 
 __all__ = ["BrierScoreMetric", "NLLMetric"]
 
@@ -108,9 +108,7 @@ class NLLMetric(_PooledScoreMetric):
 
     def __init__(self, logits: bool = False, multilabel: bool = False, eps: float = 1e-7) -> None:
         super().__init__(logits=logits, multilabel=multilabel)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 0.5:
-            raise ValueError(f"eps must be a float in [0, 0.5), got {eps!r}.")
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
 
     def _statistics(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nll_statistics(

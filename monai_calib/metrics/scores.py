@@ -10,18 +10,32 @@ so the scores stream at fixed memory exactly like the binned calibration errors.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
 
 from ._inputs import prepare_multiclass, prepare_multilabel
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 __all__ = [
+    "NLLOptions",
     "brier_score",
     "brier_statistics",
+    "check_eps",
     "negative_log_likelihood",
     "nll_statistics",
 ]
+
+
+class NLLOptions(TypedDict, total=False):
+    """Keyword options of :func:`nll_statistics` (and :func:`negative_log_likelihood`)."""
+
+    logits: bool
+    multilabel: bool
+    eps: float
 
 
 def _mean_from_statistics(stats: torch.Tensor, name: str) -> torch.Tensor:
@@ -34,6 +48,13 @@ def _mean_from_statistics(stats: torch.Tensor, name: str) -> torch.Tensor:
 def _gather_true(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``values[i, y_i, ...]`` for ``values`` ``(B, K, *spatial)`` and labels ``(B, *spatial)``."""
     return values.gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+def check_eps(eps: float) -> float:
+    """Validate the NLL's probability clip: a number in [0, 0.5) (bools rejected)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 0.5:
+        raise ValueError(f"eps must be a float in [0, 0.5), got {eps!r}.")
+    return float(eps)
 
 
 def _pair(total: torch.Tensor, count: int, device: torch.device) -> torch.Tensor:
@@ -122,8 +143,7 @@ def nll_statistics(
 
     See :func:`negative_log_likelihood` for the definition, inputs and errors.
     """
-    if not (isinstance(eps, (int, float)) and 0.0 <= eps < 0.5):
-        raise ValueError(f"eps must be a float in [0, 0.5), got {eps!r}.")
+    eps = check_eps(eps)
     if multilabel:
         if logits:
             _, t = prepare_multilabel(y_pred, y, logits=True)
@@ -147,12 +167,7 @@ def nll_statistics(
 
 
 def negative_log_likelihood(
-    y_pred: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    logits: bool = False,
-    multilabel: bool = False,
-    eps: float = 1e-7,
+    y_pred: torch.Tensor, y: torch.Tensor, **options: Unpack[NLLOptions]
 ) -> torch.Tensor:
     """Mean negative log-likelihood of the true class (every voxel of a dense input is a sample).
 
@@ -183,7 +198,4 @@ def negative_log_likelihood(
         ValueError: ``eps`` outside [0, 0.5), and the input errors of :func:`brier_score`.
         TypeError: as :func:`brier_score`.
     """
-    return _mean_from_statistics(
-        nll_statistics(y_pred, y, logits=logits, multilabel=multilabel, eps=eps),
-        "negative_log_likelihood",
-    )
+    return _mean_from_statistics(nll_statistics(y_pred, y, **options), "negative_log_likelihood")

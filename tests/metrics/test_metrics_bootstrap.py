@@ -136,7 +136,31 @@ def test_bad_input_is_named():
         paired_bootstrap(pa, pb, y, num_samples=0)
     with pytest.raises(ValueError, match="ece"):
         paired_bootstrap(pa, pb, y, statistic="bogus")
-    with pytest.raises(ValueError, match="labels must have shape"):
+    with pytest.raises(ValueError, match="labels has batch size 10 but input has batch size 5"):
         paired_bootstrap(pa, [pb[0][:5]], [y[0]])
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(ValueError, match=r"labels class indices must be in \[0, 2\]"):
         paired_bootstrap(pa, pb, [y[0] + 3])
+    with pytest.raises(ValueError, match="labels holds float values that are not whole"):
+        paired_bootstrap(pa, pb, [y[0] + 0.5])
+    with pytest.raises(TypeError, match="labels must hold class indices"):
+        paired_bootstrap(pa, pb, [y[0] > 0])
+    with pytest.raises(ValueError, match="num_bins"):
+        paired_bootstrap(pa, pb, y, num_bins=0)
+    bad = pa[0].copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="probs must be finite, got 1 NaN"):
+        paired_bootstrap([bad], pb, y)
+    bad[3, 1] = 1.5
+    with pytest.raises(ValueError, match=r"probs must hold probabilities in \[0, 1\]"):
+        paired_bootstrap(pa, [bad], y)
+
+
+def test_labels_in_the_shared_layouts_give_the_same_result():
+    # (N,), (N, 1), whole-number floats and one-hot rows all read as the same class indices
+    rng = np.random.default_rng(4)
+    pa, pb, y = _seeds(1, 40, 3, rng)
+    ref = paired_bootstrap(pa, pb, y, num_samples=20)
+    for layout in (y[0][:, None], y[0].astype(np.float32), np.eye(3)[y[0]], torch.from_numpy(y[0])):
+        res = paired_bootstrap(pa, pb, [layout], num_samples=20)
+        assert res.difference == ref.difference
+        np.testing.assert_array_equal(res.replicates, ref.replicates)

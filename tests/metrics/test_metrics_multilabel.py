@@ -70,14 +70,15 @@ def test_auc_none_per_label() -> None:
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-12)
 
 
-def test_auc_activation_does_not_change_ranks() -> None:
+def test_auc_of_monotone_post_transforms_equals_auc_of_logits() -> None:
+    # sigma(z) (BCE) and sigma(z)^2 (LDACE) keep the order of the logits: the same AUC
     g = torch.Generator().manual_seed(4)
-    z = torch.randn(30, 3, generator=g)
-    y = (torch.rand(30, 3, generator=g) < 0.5).float()
+    z = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    y = (torch.rand(30, 3, generator=g) < 0.5).double()
     y[0], y[1] = 1.0, 0.0
     expected = roc_auc_score(y.numpy(), z.numpy(), average="macro")
-    for act in ("sigmoid", "squared_sigmoid"):
-        assert float(multilabel_auc(z, y, activation=act)) == pytest.approx(expected, abs=1e-12)
+    for q in (torch.sigmoid(z), torch.sigmoid(z).square()):
+        assert float(multilabel_auc(q, y)) == pytest.approx(expected, abs=1e-12)
 
 
 def test_auc_single_class_labels_excluded_from_macro() -> None:
@@ -114,8 +115,6 @@ def test_bad_inputs() -> None:
             fn(p, torch.full((4, 3), 0.5))
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
             fn(p * 3, y)
-        with pytest.raises(ValueError, match="activation"):
-            fn(p, y, activation="softmax")
         with pytest.raises(ValueError, match=r"\(N, K\)"):
             fn(torch.rand(4), torch.zeros(4))
         with pytest.raises(ValueError, match="finite"):
@@ -124,6 +123,10 @@ def test_bad_inputs() -> None:
             fn(torch.ones(4, 3, dtype=torch.long), y)
     with pytest.raises(ValueError, match="average"):
         multilabel_auc(p, y, average="weighted")
+    with pytest.raises(ValueError, match="activation"):
+        hamming_loss(p, y, activation="softmax")
+    with pytest.raises(TypeError, match="activation"):  # the AUC takes probabilities only
+        multilabel_auc(p, y, activation="sigmoid")
 
 
 @settings(max_examples=30, deadline=None)

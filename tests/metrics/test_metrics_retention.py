@@ -130,6 +130,8 @@ def test_errors():
         retention_curve(p, y, uncertainty="margin")
     with pytest.raises(ValueError, match="grid must be one of 'log', 'linear'"):
         retention_auc(p, y, grid="quadratic")
+    with pytest.raises(TypeError, match="num_point"):  # options are checked by name
+        retention_auc(p, y, num_point=10)
     for bad in (1, 0, 2.0, True):
         with pytest.raises(ValueError, match="num_points must be an int >= 2"):
             retention_curve(p, y, num_points=bad)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monai_calib.metrics import (
+    NLLMetric,
     brier_score,
     brier_statistics,
     negative_log_likelihood,
@@ -174,7 +175,12 @@ def test_errors():
         brier_score(p, y + 3)
     with pytest.raises(ValueError, match="same shape as y_pred"):
         brier_score(p, y, multilabel=True)
-    with pytest.raises(ValueError, match="eps must be a float"):
-        negative_log_likelihood(p, y, eps=0.7)
+    for bad in (0.7, -0.1, True, "1e-7"):  # the function and NLLMetric share the check
+        with pytest.raises(ValueError, match="eps must be a float"):
+            negative_log_likelihood(p, y, eps=bad)
+        with pytest.raises(ValueError, match="eps must be a float"):
+            NLLMetric(eps=bad)
+    with pytest.raises(TypeError, match="epsilon"):  # options are checked by name
+        negative_log_likelihood(p, y, epsilon=1e-3)
     with pytest.raises(ValueError, match=r"y_pred must have shape \(B, K\)"):
         negative_log_likelihood(p[:, 0], y)

@@ -1,0 +1,309 @@
+# Copyright (c) monai_calib developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Tests for monai_calib.metrics._calibration_kernels: the binning kernels and the chunked CPU
+fast path, at one and at two intra-op threads, against plain numpy statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from monai_calib.metrics import _calibration_kernels as kernels
+from monai_calib.metrics import (
+    calibration_error,
+    calibration_error_from_statistics,
+    calibration_statistics,
+)
+
+# the submodule (the package attribute of that name is the re-exported function)
+_CE_MODULE = importlib.import_module("monai_calib.metrics.calibration_error")
+
+
+@contextlib.contextmanager
+def _num_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads (tests/conftest.py pins 1), then restore."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        assert torch.get_num_threads() == n
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _random_probs(n, k, seed, scale=3.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(scale * torch.randn(n, k, generator=g, dtype=torch.float64), dim=1)
+    return p.to(dtype), torch.randint(0, k, (n,), generator=g)
+
+
+def _assert_same_statistics(got: torch.Tensor, ref: torch.Tensor) -> None:
+    """Counts and hits are the same integers; confidence sums agree to float64 rounding."""
+    assert got.shape == ref.shape and got.dtype == torch.float64
+    assert torch.equal(got[..., 0], ref[..., 0])
+    assert torch.equal(got[..., 2], ref[..., 2])
+    assert torch.allclose(got[..., 1], ref[..., 1], rtol=1e-12, atol=1e-9)
+
+
+def _np_width_statistics(p, y, num_bins, target):
+    """float64 numpy statistics; bins from ceil(q * M) computed in the input's precision."""
+    p = p.numpy()
+    y = y.numpy()
+    m = p.dtype.type(num_bins)
+    if target == "top_label":
+        conf = p.max(1)[:, None]
+        correct = (p.argmax(1) == y)[:, None]  # numpy argmax: the first maximal class too
+    else:
+        conf = p
+        correct = y[:, None] == np.arange(p.shape[1])[None, :]
+    bins = np.clip(np.ceil(conf * m).astype(np.int64) - 1, 0, num_bins - 1)
+    out = np.zeros((conf.shape[1], num_bins, 3))
+    for c in range(conf.shape[1]):
+        out[c, :, 0] = np.bincount(bins[:, c], minlength=num_bins)
+        out[c, :, 1] = np.bincount(
+            bins[:, c], weights=conf[:, c].astype(np.float64), minlength=num_bins
+        )
+        out[c, :, 2] = np.bincount(
+            bins[:, c], weights=correct[:, c].astype(np.float64), minlength=num_bins
+        )
+    return torch.from_numpy(out)
+
+
+def _with_ties_and_edges(p):
+    """Rows with tied maxima (first / later class), exact 0 and 1 confidences."""
+    k = p.shape[1]
+    p[:3] = 0.0
+    p[0, 0] = p[1, k - 1] = p[2, 1] = 1.0
+    p[3:6] = 1.0 / k  # all classes tied
+    p[6] = 0.0
+    p[6, 1:3] = 0.5  # tie between classes 1 and 2
+    p[7] = 0.0
+    p[7, k - 2 :] = 0.5  # tie between the last two classes
+    return p
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_classes", [3, 10, 70])
+def test_chunked_statistics_match_float64_reference(threads, dtype, num_classes):
+    # N spans many chunks (and a partial last one); K = 70 takes the strided-copy transpose
+    p, y = _random_probs(30_011, num_classes, seed=21, dtype=dtype)
+    p = _with_ties_and_edges(p)
+    y[:8] = torch.tensor([0, 0, 1, 0, 1, 2, 1, num_classes - 1]) % num_classes
+    with _num_threads(threads):
+        for target in ("top_label", "classwise"):
+            for num_bins in (1, 15):
+                got = calibration_statistics(p, y, num_bins=num_bins, target=target)
+                ref = _np_width_statistics(p, y, num_bins, target)
+                _assert_same_statistics(got, ref)
+                ece = calibration_error_from_statistics(got)
+                assert float(ece) == pytest.approx(
+                    float(calibration_error_from_statistics(ref)), abs=1e-12
+                )
+
+
+@pytest.mark.parametrize("target", ["top_label", "classwise"])
+def test_chunked_dense_matches_float64_reference(target):
+    g = torch.Generator().manual_seed(5)
+    p = torch.softmax(3 * torch.randn(2, 4, 70, 60, 9, generator=g), dim=1)
+    y = torch.randint(0, 4, (2, 70, 60, 9), generator=g)
+    p[0, :, 0, 0, :4] = 0.25  # tied voxels
+    p[1, :, 3, 3, 0] = torch.tensor([0.0, 0.5, 0.5, 0.0])
+    flat_p = p.movedim(1, -1).reshape(-1, 4)
+    got = calibration_statistics(p, y.unsqueeze(1), target=target)
+    _assert_same_statistics(got, _np_width_statistics(flat_p, y.reshape(-1), 15, target))
+
+
+def test_chunked_identity_transpose_is_exact_and_precision_guarded():
+    # the (N, K) chunks are transposed by eye @ chunk.T; it must reproduce every value bit for
+    # bit (subnormal, tiny and exact 0/1 entries included), and reduced-precision matmul
+    # settings must switch it off without changing the result
+    p, y = _random_probs(20_000, 6, seed=3, dtype=torch.float32)
+    p[:50, 0] = torch.finfo(torch.float32).tiny / 8  # subnormal
+    p[50:100, 1] = 1e-30
+    p = p / p.sum(1, keepdim=True)
+    ref = _np_width_statistics(p, y, 15, "classwise")
+    got = calibration_statistics(p, y, target="classwise")
+    assert torch.equal(got[..., 0], ref[..., 0])
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert torch.equal(calibration_statistics(p, y, target="classwise"), got)
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_chunked_checks_find_bad_values_in_any_chunk_with_the_same_messages():
+    p, y = _random_probs(50_000, 4, seed=2, dtype=torch.float32)
+    late_sum = p.clone()
+    late_sum[30_000] *= 0.9  # only a later chunk is off
+    for target in ("top_label", "classwise"):
+        with pytest.raises(ValueError, match=r"largest \|sum - 1\| is 0\.1, above the tolerance"):
+            calibration_error(late_sum, y, target=target)
+    # a range error anywhere takes precedence over a sum error in an earlier chunk
+    both = p.clone()
+    both[10] *= 0.9
+    both[45_000, 0] = -0.25
+    both[45_000, 1] += 0.25
+    for target in ("top_label", "classwise"):
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*got values in \[-0\.25"):
+            calibration_error(both, y, target=target)
+    nan = p.clone()
+    nan[49_999, 2] = float("nan")
+    with pytest.raises(ValueError, match="must be finite, got 1 NaN and 0 Inf"):
+        calibration_error(nan, y)
+    inf = p.clone()
+    inf[40_000, 3] = float("inf")
+    with pytest.raises(ValueError, match="must be finite, got 0 NaN and 1 Inf"):
+        calibration_error(inf, y, target="classwise")
+    with pytest.raises(ValueError, match="must be finite, got 0 NaN and 1 Inf"):
+        calibration_error(inf, y)
+    dense = torch.softmax(torch.randn(2, 3, 40, 40, 40), dim=1)
+    dense[1, :, 39, 39, 39] = torch.tensor([0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"largest \|sum - 1\| is 0\.5"):
+        calibration_error(dense, torch.zeros(2, 40, 40, 40, dtype=torch.long))
+
+
+def _with_grid_rows(p: torch.Tensor) -> torch.Tensor:
+    """Rows whose probabilities are multiples of 1/20 (q * M lands on whole numbers for M = 1, 4,
+    5, 10, 20, or just beside them after rounding): the threaded ``trunc + (trunc < qM)`` and the
+    serial ``ceil`` must agree on every one of them."""
+    g = torch.Generator().manual_seed(7)
+    k = p.shape[1]
+    rows = torch.zeros(200, k, dtype=torch.float64)
+    first = torch.randint(0, 21, (200,), generator=g).double() / 20
+    rows[:, 0] = first
+    rows[:, k - 1] = 1.0 - first
+    perm = torch.argsort(torch.rand(200, k, generator=g), dim=1)  # spread over the classes
+    p[8:208] = rows.gather(1, perm).to(p.dtype)
+    return p
+
+
+_THREADED_CASES = {
+    # (N, K) with a small K: identity-product transpose at one thread, strided copy at two
+    "rows_k3": ((40_003, 3), torch.float32),
+    "rows_k5_f64": ((25_001, 5), torch.float64),
+    # (N, K) with K above the identity-product limit: strided copy at both thread counts
+    "rows_k70": ((3_001, 70), torch.float32),
+    # dense (B, K, *spatial): chunks of each image's voxels
+    "dense": ((2, 4, 40, 30, 9), torch.float32),
+}
+
+
+def _threaded_case(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(p, y, flat_p, flat_y)``; the flat pair lists the same voxels as ``(N, K)`` rows."""
+    shape, dtype = _THREADED_CASES[name]
+    g = torch.Generator().manual_seed(sum(shape))
+    z = 3 * torch.randn(*shape, generator=g, dtype=torch.float64)
+    p = torch.softmax(z, dim=1)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    if p.ndim == 2:
+        p = _with_grid_rows(_with_ties_and_edges(p))
+        y[:8] = torch.tensor([0, 0, 1, 0, 1, 2, 1, shape[1] - 1]) % shape[1]
+    else:
+        p[0, :, 0, 0, :4] = 1.0 / shape[1]  # tied voxels
+        p[1, :, 3, 3, 0] = torch.tensor([0.0, 0.5, 0.5, 0.0])
+        p[1, :, 5, 5, :3] = torch.tensor([0.25, 0.75, 0.0, 0.0]).unsqueeze(1)
+    p = p.to(dtype)
+    return p, y, p.movedim(1, -1).reshape(-1, shape[1]), y.reshape(-1)
+
+
+@pytest.mark.parametrize("name", sorted(_THREADED_CASES))
+def test_chunked_kernel_at_two_threads_equals_one_thread_and_plain_statistics(name):
+    # tests/conftest.py pins one thread, so the threaded branch (smaller chunks, no identity
+    # transpose, ceil as trunc + (trunc < qM)) only runs where a test switches to two threads
+    p, y, flat_p, flat_y = _threaded_case(name)
+    for target in ("top_label", "classwise"):
+        for num_bins in (1, 4, 15, 20):
+            ref = _np_width_statistics(flat_p, flat_y, num_bins, target)
+            results = {}
+            for threads in (1, 2):
+                with _num_threads(threads):
+                    for check in (True, False):
+                        got = kernels.chunked_equal_width_statistics(
+                            p, p, y, target, num_bins, check=check
+                        )
+                        _assert_same_statistics(got, ref)
+                        results[threads, check] = got
+                    # the whole-tensor kernel gives the same statistics
+                    if target == "top_label":
+                        conf, pred = p.max(dim=1)
+                        whole = kernels.binned_statistics(conf, pred == y, num_bins)
+                    else:
+                        onehot = torch.nn.functional.one_hot(y, p.shape[1]).movedim(-1, 1)
+                        whole = kernels.binned_statistics(p, onehot.bool(), num_bins, group_dim=1)
+                    _assert_same_statistics(whole, ref)
+            # one and two threads: the same integers, float64 sums equal up to chunk order
+            _assert_same_statistics(results[2, True], results[1, True])
+            assert torch.equal(results[1, True], results[1, False])
+            assert torch.equal(results[2, True], results[2, False])
+            # and the public function takes that path at two threads
+            with _num_threads(2):
+                public = calibration_statistics(p, y, num_bins=num_bins, target=target)
+            assert torch.equal(public, results[2, True])
+
+
+def test_chunks_follow_the_thread_count():
+    # the threaded branch really runs: chunks below ATen's grain size, no identity transpose
+    p, y = _random_probs(40_000, 3, seed=1, dtype=torch.float32)
+    widths = {}
+    for threads in (1, 2):
+        with _num_threads(threads):
+            seen = []
+            # one buffer is reused between chunks: check each one before the next is made
+            for x, lab, src in kernels._chunks(p, y):
+                assert torch.equal(x, src.t()) and lab.shape == (1, src.shape[0])
+                seen.append(src.shape[0])
+            assert sum(seen) == 40_000
+            widths[threads] = seen[0]
+    assert widths[1] == kernels._CHUNK_VALUES // 3
+    assert widths[2] == kernels._CHUNK_VALUES_THREADED // 3
+    assert widths[2] * 3 < 32_768  # ATen's parallel grain size
+
+
+def test_kernel_edge_codes_and_groups():
+    # plain expectations for the shared binning kernels: right-closed bins, 0 in the first bin,
+    # 1 in the last, one block of M + 1 slots per group along group_dim
+    q = torch.tensor([[0.0, 0.1, 0.1000001, 0.5], [0.95, 1.0, 0.3, 0.7]], dtype=torch.float64)
+    codes = kernels.equal_width_codes(q, 10, group_dim=0)
+    assert codes.dtype == torch.int32
+    assert codes.tolist() == [[0, 1, 2, 5], [11 + 10, 11 + 10, 11 + 3, 11 + 7]]
+    correct = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    stats = kernels.binned_statistics(q, correct, 10, group_dim=0)
+    assert stats.shape == (2, 10, 3)
+    assert stats[0, :, 0].tolist() == [2, 1, 0, 0, 1, 0, 0, 0, 0, 0]
+    assert stats[0, 0].tolist() == [2.0, 0.1, 1.0]
+    assert stats[1, 9].tolist() == [2.0, 1.95, 1.0]
+    # a grouped call equals one call per group
+    for r in range(2):
+        assert torch.equal(stats[r : r + 1], kernels.binned_statistics(q[r], correct[r], 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(5_003, 4), (2, 3, 20, 17)])
+def test_whole_tensor_path_equals_chunked_path(monkeypatch, dtype, shape):
+    # GPUs take the whole-tensor kernels (equal_width_codes + gather / binned_statistics); on the
+    # CPU they are reached by switching the chunked path off
+    g = torch.Generator().manual_seed(3)
+    z = 3 * torch.randn(*shape, generator=g)
+    p = torch.softmax(z, dim=1).to(dtype)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    flat_p = p.float().movedim(1, -1).reshape(-1, shape[1])
+    for target in ("top_label", "classwise"):
+        for num_bins in (1, 15):
+            kw = {"num_bins": num_bins, "target": target}
+            chunked = calibration_statistics(p, y, **kw)
+            chunked_logits = calibration_statistics(z, y, logits=True, **kw)
+            with monkeypatch.context() as m:
+                m.setattr(_CE_MODULE, "fast_path_ok", lambda _: False)
+                whole = calibration_statistics(p, y, **kw)
+                whole_logits = calibration_statistics(z, y, logits=True, **kw)
+            _assert_same_statistics(whole, chunked)
+            _assert_same_statistics(whole_logits, chunked_logits)
+            ref = _np_width_statistics(flat_p, y.reshape(-1), num_bins, target)
+            _assert_same_statistics(whole, ref)
