@@ -10,16 +10,15 @@ Neural Network Calibration", CVPR 2022. Forward and backward are fused in a
 from __future__ import annotations
 
 import torch
-from monai.utils import LossReduction
+from monai.utils import LossReduction, look_up_option
 from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import reduce_per_sample
+from monai_calib.enums import MDCABaseLoss
 
 from ._fused import backward_weights, log_softmax_rows, prepare_inputs
 
 __all__ = ["MDCALoss"]
-
-_BASE_LOSSES = ("nll", "focal", "label_smoothing")
 
 
 class _MDCAFunction(torch.autograd.Function):
@@ -148,14 +147,12 @@ class MDCALoss(_Loss):
     def __init__(
         self,
         beta: float = 1.0,
-        base_loss: str = "nll",
+        base_loss: MDCABaseLoss | str = MDCABaseLoss.NLL,
         gamma: float = 1.0,
         smoothing: float = 0.1,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        if base_loss not in _BASE_LOSSES:
-            raise ValueError(f"base_loss must be one of {_BASE_LOSSES}, got {base_loss!r}.")
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         if not float(gamma) >= 0.0:
@@ -163,7 +160,7 @@ class MDCALoss(_Loss):
         if not 0.0 <= float(smoothing) < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
         self.beta = float(beta)
-        self.base_loss = base_loss
+        self.base_loss = look_up_option(base_loss, MDCABaseLoss)
         self.gamma = float(gamma)
         self.smoothing = float(smoothing)
 
@@ -176,6 +173,6 @@ class MDCALoss(_Loss):
 
     def extra_repr(self) -> str:
         return (
-            f"beta={self.beta}, base_loss={self.base_loss!r}, gamma={self.gamma}, "
+            f"beta={self.beta}, base_loss={self.base_loss.value!r}, gamma={self.gamma}, "
             f"smoothing={self.smoothing}, reduction={self.reduction!r}"
         )

@@ -3,9 +3,9 @@
 """TET loss: cross-entropy at a fixed temperature minus an entropy bonus (Pan, JIIM 2026).
 
 The forward and backward passes are fused in a :class:`torch.autograd.Function` (one
-``log_softmax``, hand-written gradient) so the loss costs little more than plain cross-entropy.
-The module also holds :func:`prepare_inputs`, the input handling shared by the stateless
-multi-class losses of this package (TET, DCA, MDCA, LS+).
+``log_softmax``, hand-written gradient) so the loss costs little more than plain cross-entropy;
+the kernels and the input handling it shares with DCA, MDCA and LS+ are in
+:mod:`monai_calib.losses._fused`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import (
-    reduce_per_sample,
-)
+from monai_calib._utils.validation import check_temperature, reduce_per_sample
 
 from ._fused import backward_weights, log_softmax_rows, prepare_inputs, rowdot
 
@@ -115,9 +113,10 @@ class TETLoss(_Loss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
 
     Raises:
-        ValueError: ``temperature <= 0``, negative ``entropy_weight`` or ``eps``, unknown
-            ``reduction``; bad input (see :func:`monai_calib._utils.validation.check_logits_2d`
-            and :func:`~monai_calib._utils.validation.normalize_class_target`).
+        ValueError: ``temperature`` not finite and > 0, negative ``entropy_weight`` or ``eps``,
+            unknown ``reduction``; bad input (see
+            :func:`~monai_calib._utils.validation.check_logits_2d` and
+            :func:`~monai_calib._utils.validation.normalize_class_target`).
 
     Example::
 
@@ -138,16 +137,19 @@ class TETLoss(_Loss):
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        if not float(temperature) > 0.0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self._temperature = check_temperature(temperature)
         if not float(entropy_weight) >= 0.0:
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}.")
         if not float(eps) >= 0.0:
             raise ValueError(f"eps must be >= 0, got {eps}.")
-        self.temperature = float(temperature)
         self.entropy_weight = float(entropy_weight)
         self.eps = float(eps)
         self.apply_temperature_at_inference = bool(apply_temperature_at_inference)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The fixed temperature :math:`T`, a 0-d float64 tensor (as ``MiTLoss.temperature``)."""
+        return torch.tensor(self._temperature, dtype=torch.float64)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
@@ -155,7 +157,7 @@ class TETLoss(_Loss):
         return _TETFunction.apply(
             z,
             y,
-            self.temperature,
+            self._temperature,
             self.entropy_weight,
             self.eps,
             self.reduction,
@@ -163,6 +165,6 @@ class TETLoss(_Loss):
 
     def extra_repr(self) -> str:
         return (
-            f"temperature={self.temperature}, entropy_weight={self.entropy_weight}, "
+            f"temperature={self._temperature}, entropy_weight={self.entropy_weight}, "
             f"eps={self.eps}, reduction={self.reduction!r}"
         )

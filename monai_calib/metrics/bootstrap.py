@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from monai.utils import look_up_option
 
+from monai_calib._utils.validation import check_num_bins
+
 _BLOCK = 1 << 20
 
 __all__ = ["BootstrapStatistic", "PairedBootstrapResult", "paired_bootstrap", "top_label_arrays"]
@@ -160,8 +162,7 @@ def paired_bootstrap(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    if int(num_bins) < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    num_bins = check_num_bins(num_bins)
     rng = np.random.default_rng(seed)
     point = 0.0
     reps = np.zeros(int(num_samples))

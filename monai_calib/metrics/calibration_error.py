@@ -26,10 +26,12 @@ import warnings
 from typing import Literal
 
 import torch
+from monai.utils import look_up_option
+
+from monai_calib._utils.validation import check_num_bins
+from monai_calib.enums import Binning, CalibrationNorm, CalibrationReduction, CalibrationTarget
 
 from ._inputs import (
-    check_num_bins,
-    check_option,
     prepare_multiclass,
     prepare_multilabel,
     raise_probability_error,
@@ -326,8 +328,8 @@ def calibration_statistics(
             :func:`calibration_error`).
         TypeError: non-tensor inputs, non-floating ``y_pred``, boolean class indices.
     """
-    target = check_option(target, "target", CALIBRATION_TARGETS)
-    binning = check_option(binning, "binning", BINNINGS)
+    target = look_up_option(target, CalibrationTarget)
+    binning = look_up_option(binning, Binning)
     num_bins = check_num_bins(num_bins)
 
     if target == "marginal":
@@ -427,8 +429,8 @@ def calibration_error_from_statistics(
         ValueError: bad ``stats`` shape, negative counts, or an invalid option.
         TypeError: ``stats`` is not a tensor.
     """
-    reduction = check_option(reduction, "reduction", REDUCTIONS)
-    norm = check_option(norm, "norm", NORMS)
+    reduction = look_up_option(reduction, CalibrationReduction)
+    norm = look_up_option(norm, CalibrationNorm)
     if not isinstance(stats, torch.Tensor):
         raise TypeError(f"stats must be a torch.Tensor, got {type(stats).__name__}.")
     if stats.ndim == 2:
@@ -540,9 +542,9 @@ def calibration_error(
         Nixon et al., "Measuring Calibration in Deep Learning", CVPR Workshops 2019.
         Kumar et al., "Verified Uncertainty Calibration", NeurIPS 2019 (l2 / RMSCE).
     """
-    binning = check_option(binning, "binning", BINNINGS)
-    reduction = check_option(reduction, "reduction", REDUCTIONS)
-    norm = check_option(norm, "norm", NORMS)
+    binning = look_up_option(binning, Binning)
+    reduction = look_up_option(reduction, CalibrationReduction)
+    norm = look_up_option(norm, CalibrationNorm)
     stats = calibration_statistics(
         y_pred, y, num_bins=num_bins, target=target, logits=logits, binning=binning
     )

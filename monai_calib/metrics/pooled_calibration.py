@@ -15,15 +15,20 @@ from typing import Any, Literal
 
 import torch
 from monai.metrics.utils import do_metric_reduction
-from monai.utils import MetricReduction
+from monai.utils import MetricReduction, look_up_option
+
+from monai_calib._utils.validation import check_num_bins
+from monai_calib.enums import (
+    Binning,
+    CalibrationNorm,
+    CalibrationReduction,
+    CalibrationTarget,
+    LabelReduction,
+)
 
 from ._cumulative import StorageCumulativeMetric
-from ._inputs import check_num_bins, check_option, prepare_multiclass, prepare_multilabel
+from ._inputs import prepare_multiclass, prepare_multilabel
 from .calibration_error import (
-    BINNINGS,
-    CALIBRATION_TARGETS,
-    NORMS,
-    REDUCTIONS,
     calibration_error_from_statistics,
     calibration_statistics,
 )
@@ -180,18 +185,18 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
     ) -> None:
         super().__init__()
         self.num_bins = check_num_bins(num_bins)
-        self.binning = check_option(binning, "binning", BINNINGS)
-        self.reduction = check_option(reduction, "reduction", REDUCTIONS)
-        self.norm = check_option(norm, "norm", NORMS)
-        self.label_reduction = check_option(label_reduction, "label_reduction", LABEL_REDUCTIONS)
+        self.binning = look_up_option(binning, Binning)
+        self.reduction = look_up_option(reduction, CalibrationReduction)
+        self.norm = look_up_option(norm, CalibrationNorm)
+        self.label_reduction = look_up_option(label_reduction, LabelReduction)
         self.metric_reduction = MetricReduction(metric_reduction)
         self.per_image = bool(per_image)
         self.logits = bool(logits)
         self.include_background = bool(include_background)
         self.get_not_nans = bool(get_not_nans)
         default_target = "marginal" if self.per_image else "top_label"
-        self.target = check_option(
-            default_target if target is None else target, "target", CALIBRATION_TARGETS
+        self.target = look_up_option(
+            default_target if target is None else target, CalibrationTarget
         )
         if self.per_image:
             bad = {
@@ -316,7 +321,7 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
                 "statistics() is not available with per_image=True (MONAI compatibility mode "
                 "keeps one error per image and channel, not pooled bins)."
             )
-        binning = self.binning if binning is None else check_option(binning, "binning", BINNINGS)
+        binning = self.binning if binning is None else look_up_option(binning, Binning)
         if self.binning == "equal_width" and binning != "equal_width":
             raise ValueError(
                 'a streaming binning="equal_width" metric keeps equal-width statistics only; '

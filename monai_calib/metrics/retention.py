@@ -15,8 +15,11 @@ import math
 from typing import Literal
 
 import torch
+from monai.utils import look_up_option
 
-from ._inputs import check_option, prepare_multiclass
+from monai_calib.enums import RetentionGrid, Uncertainty
+
+from ._inputs import prepare_multiclass
 
 __all__ = ["RETENTION_GRIDS", "UNCERTAINTIES", "retention_auc", "retention_curve"]
 
@@ -92,8 +95,8 @@ def retention_curve(
         Filos et al., "A Systematic Comparison of Bayesian Deep Learning Robustness in Diabetic
         Retinopathy Tasks", 2019. LS+ reference code (spec §6.4).
     """
-    grid = check_option(grid, "grid", RETENTION_GRIDS)
-    uncertainty = check_option(uncertainty, "uncertainty", UNCERTAINTIES)
+    grid = look_up_option(grid, RetentionGrid)
+    uncertainty = look_up_option(uncertainty, Uncertainty)
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
         raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
     probs, labels = prepare_multiclass(y_pred, y, logits=logits)

@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from monai.utils import look_up_option
+
+from monai_calib.enums import RetentionGrid, Uncertainty
 
 from ._cumulative import StorageCumulativeMetric
-from ._inputs import check_option, prepare_multiclass
-from .retention import RETENTION_GRIDS, UNCERTAINTIES, retention_curve
+from ._inputs import prepare_multiclass
+from .retention import retention_curve
 
 __all__ = ["RetentionAUCMetric"]
 
@@ -58,8 +61,8 @@ class RetentionAUCMetric(StorageCumulativeMetric):
         logits: bool = False,
     ) -> None:
         super().__init__()
-        self.grid = check_option(grid, "grid", RETENTION_GRIDS)
-        self.uncertainty = check_option(uncertainty, "uncertainty", UNCERTAINTIES)
+        self.grid = look_up_option(grid, RetentionGrid)
+        self.uncertainty = look_up_option(uncertainty, Uncertainty)
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
             raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
         self.num_points = num_points

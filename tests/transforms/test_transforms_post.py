@@ -160,7 +160,7 @@ def test_cct_eal_errors():
     loss = trained_cct_eal()
     with pytest.raises(ValueError, match="oracle"):
         CCTEALProbability(loss, rule="oracle")
-    with pytest.raises(ValueError, match="rule"):
+    with pytest.raises(ValueError, match="'mean'"):
         CCTEALProbability(loss, rule="mean")
     with pytest.raises(ValueError, match="temperatures"):
         CCTEALProbability([1.0, -1.0])
