@@ -80,17 +80,14 @@ class CAMLLoss(MultiplicativeLoss):
     The last weight and statistics are kept (detached) in ``last_stats`` for logging.
 
     Inputs:
-        - **input**: logits of shape ``BNH[W[D]]`` (2D or 3D), ``N`` the number of classes.
-        - **target**: class indices ``B1H[W[D]]`` (with ``to_onehot_y=True`` when ``N > 1``) or
-          one-hot ``BNH[W[D]]``.
-        - **output**: a scalar.
+        As :class:`~monai_calib.losses.MultiplicativeLoss` (logits ``BNH[W[D]]``, class indices
+        ``B1H[W[D]]`` or one-hot ``BNH[W[D]]``); the output is a scalar.
 
     Example:
         >>> import torch
         >>> loss = CAMLLoss(to_onehot_y=True, softmax=True)
-        >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-        >>> labels = torch.randint(0, 3, (2, 1, 8, 8))
-        >>> loss(logits, labels).backward()
+        >>> loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))).shape
+        torch.Size([])
 
     References:
         Y. Yokoi and K. Hotta, "Multiplicative Loss for Enhancing Semantic Segmentation in

@@ -94,8 +94,7 @@ class CanonicalCalibrationLoss(_Loss):
         loss = loss_fn(torch.randn(8, 14, requires_grad=True), torch.randint(0, 2, (8, 14)))
 
     References:
-        Pal, Panda, Garain, "Label Dependency Aware Loss for Reliable Multi-Label Medical Image
-        Classification", ICASSP 2025; code: https://github.com/theimageprocessingguy/LDACE-CCL
+        Pal, Panda, Garain, ICASSP 2025 (see :class:`~monai_calib.losses.LDACELoss`).
     """
 
     def __init__(

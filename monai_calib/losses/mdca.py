@@ -9,14 +9,14 @@ Neural Network Calibration", CVPR 2022. Forward and backward are fused in a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from monai.utils import LossReduction, look_up_option
-from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import reduce_per_sample
 from monai_calib.enums import MDCABaseLoss
 
-from ._fused import backward_weights, log_softmax_rows, prepare_inputs
+from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["MDCALoss"]
 
@@ -38,7 +38,6 @@ class _MDCAFunction(torch.autograd.Function):
         base: str,
         gamma: float,
         smoothing: float,
-        reduction: str,
     ) -> torch.Tensor:
         batch, k = z.shape
         logp = log_softmax_rows(z)
@@ -71,15 +70,15 @@ class _MDCAFunction(torch.autograd.Function):
         if z.requires_grad:
             ps = torch.mv(p, torch.sign(diff)) if beta != 0.0 else None
             ctx.save_for_backward(p, yi, torch.sign(diff), ps, coef)
-        ctx.beta, ctx.base, ctx.smoothing, ctx.reduction = beta, base, smoothing, reduction
-        return reduce_per_sample(per_sample, reduction)
+        ctx.beta, ctx.base, ctx.smoothing = beta, base, smoothing
+        return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, yi, sign, ps, coef = ctx.saved_tensors
         batch, k = p.shape
-        g, total = backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
+        g = upstream_weights(grad_output, p.dtype)
         # base part: w_i * p_i - v_i * e_y - u_i * 1
         w = g if coef is None else g * coef.unsqueeze(1)
         v = w
@@ -89,7 +88,7 @@ class _MDCAFunction(torch.autograd.Function):
             v = g * (1.0 - ctx.smoothing - off)
             u = g * off
         if ctx.beta != 0.0:
-            kappa = total * (ctx.beta / (k * batch))
+            kappa = g.sum() * (ctx.beta / (k * batch))
             # p_i * (w_i - kappa <p_i, s> + kappa s)
             dz = p * torch.addcmul(w - kappa * ps.unsqueeze(1), kappa, sign.unsqueeze(0))
         else:
@@ -97,10 +96,10 @@ class _MDCAFunction(torch.autograd.Function):
         if u is not None:
             dz.sub_(u)
         dz.scatter_add_(1, yi, v.expand_as(yi).neg())
-        return dz, None, None, None, None, None, None
+        return dz, None, None, None, None, None
 
 
-class MDCALoss(_Loss):
+class MDCALoss(FusedClassificationLoss):
     r"""Multi-class Difference in Confidence and Accuracy (MDCA) loss.
 
     .. math::
@@ -152,7 +151,7 @@ class MDCALoss(_Loss):
         smoothing: float = 0.1,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=reduction)
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         if not float(gamma) >= 0.0:
@@ -164,12 +163,10 @@ class MDCALoss(_Loss):
         self.gamma = float(gamma)
         self.smoothing = float(smoothing)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the loss; see the class docstring for shapes."""
-        z, y = prepare_inputs(input, target)
-        return _MDCAFunction.apply(
-            z, y, self.beta, self.base_loss, self.gamma, self.smoothing, self.reduction
-        )
+    function = _MDCAFunction
+
+    def function_args(self) -> tuple[Any, ...]:
+        return (self.beta, self.base_loss, self.gamma, self.smoothing)
 
     def extra_repr(self) -> str:
         return (

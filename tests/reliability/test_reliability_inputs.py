@@ -389,12 +389,12 @@ SEG_BAD = {
     "label_out_of_range": (
         lambda x, y: (x, y + 3),
         ValueError,
-        r"target class indices must be in \[0, 2\] \(input has 3 channels\), got values in \[3",
+        r"target class indices must be in \[0, 2\], got values in \[3",
     ),
     "label_negative": (
         lambda x, y: (x, y - 1),
         ValueError,
-        r"target class indices must be in \[0, 2\] .*got values in \[-1",
+        r"target class indices must be in \[0, 2\], got values in \[-1",
     ),
     "float_fractional_labels": (
         lambda x, y: (x, y.float() + 0.5),
