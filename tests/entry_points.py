@@ -48,6 +48,7 @@ LOSSES: dict[str, tuple[Callable[[int], torch.nn.Module], str]] = {
     "DCALoss": (lambda k: DCALoss(), "class"),
     "MDCALoss": (lambda k: MDCALoss(), "class"),
     "MDCALoss-focal": (lambda k: MDCALoss(base_loss="focal"), "class"),
+    "MDCALoss-label_smoothing": (lambda k: MDCALoss(base_loss="label_smoothing"), "class"),
     "LSPlusLoss": (lambda k: LSPlusLoss([0.6] * k), "class"),
     "TETLoss": (lambda k: TETLoss(), "class"),
     "MiTLoss": (lambda k: MiTLoss(num_classes=k), "class"),

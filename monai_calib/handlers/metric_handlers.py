@@ -18,11 +18,20 @@ a ``higher_is_better`` class attribute saying which applies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.utils import MetricReduction
 
+from monai_calib.enums import (
+    Binning,
+    CalibrationNorm,
+    CalibrationReduction,
+    CalibrationTarget,
+    LabelReduction,
+    RetentionGrid,
+    Uncertainty,
+)
 from monai_calib.metrics.pooled_calibration import PooledCalibrationErrorMetric
 from monai_calib.metrics.retention_metric import RetentionAUCMetric
 from monai_calib.metrics.score_metrics import BrierScoreMetric, NLLMetric
@@ -83,12 +92,12 @@ class PooledCalibrationError(IgniteMetricHandler):
     def __init__(
         self,
         num_bins: int = 15,
-        binning: Literal["equal_width", "equal_mass"] = "equal_width",
-        target: Literal["top_label", "classwise", "marginal"] | None = None,
-        reduction: Literal["expected", "average", "maximum"] = "expected",
-        norm: Literal["l1", "l2"] = "l1",
+        binning: Binning | str = "equal_width",
+        target: CalibrationTarget | str | None = None,
+        reduction: CalibrationReduction | str = "expected",
+        norm: CalibrationNorm | str = "l1",
         logits: bool = False,
-        label_reduction: Literal["macro", "micro", "weighted", "none"] = "macro",
+        label_reduction: LabelReduction | str = "macro",
         per_image: bool = False,
         include_background: bool = True,
         metric_reduction: MetricReduction | str = MetricReduction.MEAN,
@@ -185,9 +194,9 @@ class RetentionAUC(IgniteMetricHandler):
 
     def __init__(
         self,
-        grid: Literal["log", "linear"] = "log",
+        grid: RetentionGrid | str = "log",
         num_points: int = 200,
-        uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+        uncertainty: Uncertainty | str = "max_prob",
         logits: bool = False,
         output_transform: Callable = lambda x: x,
     ) -> None:

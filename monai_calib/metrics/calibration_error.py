@@ -23,7 +23,6 @@ bins of the LS+ reference code (spec §6.4).
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
 import torch
 from monai.utils import look_up_option
@@ -39,19 +38,10 @@ from ._inputs import (
 )
 
 __all__ = [
-    "BINNINGS",
-    "CALIBRATION_TARGETS",
-    "NORMS",
-    "REDUCTIONS",
     "calibration_error",
     "calibration_error_from_statistics",
     "calibration_statistics",
 ]
-
-CALIBRATION_TARGETS = ("top_label", "classwise", "marginal")
-BINNINGS = ("equal_width", "equal_mass")
-REDUCTIONS = ("expected", "average", "maximum")
-NORMS = ("l1", "l2")
 
 
 def _equal_width_codes(p: torch.Tensor, num_bins: int) -> torch.Tensor:
@@ -271,9 +261,9 @@ def calibration_statistics(
     y: torch.Tensor,
     *,
     num_bins: int = 15,
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
+    target: CalibrationTarget | str = "top_label",
     logits: bool = False,
-    binning: Literal["equal_width", "equal_mass"] = "equal_width",
+    binning: Binning | str = "equal_width",
 ) -> torch.Tensor:
     """Per-bin sufficient statistics ``[count, sum of confidences, sum of correctness]``.
 
@@ -378,8 +368,8 @@ def calibration_statistics(
 def calibration_error_from_statistics(
     stats: torch.Tensor,
     *,
-    reduction: Literal["expected", "average", "maximum"] = "expected",
-    norm: Literal["l1", "l2"] = "l1",
+    reduction: CalibrationReduction | str = "expected",
+    norm: CalibrationNorm | str = "l1",
     average: bool = True,
 ) -> torch.Tensor:
     """Calibration error from per-bin sufficient statistics (see :func:`calibration_statistics`).
@@ -474,10 +464,10 @@ def calibration_error(
     y: torch.Tensor,
     *,
     num_bins: int = 15,
-    binning: Literal["equal_width", "equal_mass"] = "equal_width",
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
-    reduction: Literal["expected", "average", "maximum"] = "expected",
-    norm: Literal["l1", "l2"] = "l1",
+    binning: Binning | str = "equal_width",
+    target: CalibrationTarget | str = "top_label",
+    reduction: CalibrationReduction | str = "expected",
+    norm: CalibrationNorm | str = "l1",
     logits: bool = False,
 ) -> torch.Tensor:
     """Pooled binned calibration error (ECE / ACE / SCE / MCE / RMSCE) over all samples.

@@ -11,7 +11,7 @@ MONAI compatibility mode that reproduces MONAI's per-image numbers.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from monai.metrics.utils import do_metric_reduction
@@ -33,9 +33,7 @@ from .calibration_error import (
     calibration_statistics,
 )
 
-__all__ = ["LABEL_REDUCTIONS", "PooledCalibrationErrorMetric"]
-
-LABEL_REDUCTIONS = ("macro", "micro", "weighted", "none")
+__all__ = ["PooledCalibrationErrorMetric"]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -172,12 +170,12 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
     def __init__(
         self,
         num_bins: int = 15,
-        binning: Literal["equal_width", "equal_mass"] = "equal_width",
-        target: Literal["top_label", "classwise", "marginal"] | None = None,
-        reduction: Literal["expected", "average", "maximum"] = "expected",
-        norm: Literal["l1", "l2"] = "l1",
+        binning: Binning | str = "equal_width",
+        target: CalibrationTarget | str | None = None,
+        reduction: CalibrationReduction | str = "expected",
+        norm: CalibrationNorm | str = "l1",
         logits: bool = False,
-        label_reduction: Literal["macro", "micro", "weighted", "none"] = "macro",
+        label_reduction: LabelReduction | str = "macro",
         per_image: bool = False,
         include_background: bool = True,
         metric_reduction: MetricReduction | str = MetricReduction.MEAN,
@@ -294,9 +292,7 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
         return torch.where(total > 0, err, nan)
 
     # ------------------------------------------------------------------ aggregation
-    def statistics(
-        self, binning: Literal["equal_width", "equal_mass"] | None = None
-    ) -> torch.Tensor:
+    def statistics(self, binning: Binning | str | None = None) -> torch.Tensor:
         """Per-bin sufficient statistics of everything seen so far (all ranks).
 
         Args:

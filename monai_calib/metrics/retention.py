@@ -12,7 +12,6 @@ better).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from monai.utils import look_up_option
@@ -21,10 +20,7 @@ from monai_calib.enums import RetentionGrid, Uncertainty
 
 from ._inputs import prepare_multiclass
 
-__all__ = ["RETENTION_GRIDS", "UNCERTAINTIES", "retention_auc", "retention_curve"]
-
-RETENTION_GRIDS = ("log", "linear")
-UNCERTAINTIES = ("max_prob", "entropy", "predicted_class")
+__all__ = ["retention_auc", "retention_curve"]
 
 
 def _grid(grid: str, num_points: int, device: torch.device) -> torch.Tensor:
@@ -40,9 +36,9 @@ def retention_curve(
     y_pred: torch.Tensor,
     y: torch.Tensor,
     *,
-    grid: Literal["log", "linear"] = "log",
+    grid: RetentionGrid | str = "log",
     num_points: int = 200,
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+    uncertainty: Uncertainty | str = "max_prob",
     logits: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy-retention curve: accuracy when only the most certain predictions are kept.
@@ -127,9 +123,9 @@ def retention_auc(
     y_pred: torch.Tensor,
     y: torch.Tensor,
     *,
-    grid: Literal["log", "linear"] = "log",
+    grid: RetentionGrid | str = "log",
     num_points: int = 200,
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+    uncertainty: Uncertainty | str = "max_prob",
     logits: bool = False,
 ) -> torch.Tensor:
     """Area under the accuracy-retention curve (R-AUC), trapezoid rule; higher is better.

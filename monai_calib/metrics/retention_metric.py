@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from monai.utils import look_up_option
@@ -55,9 +55,9 @@ class RetentionAUCMetric(StorageCumulativeMetric):
 
     def __init__(
         self,
-        grid: Literal["log", "linear"] = "log",
+        grid: RetentionGrid | str = "log",
         num_points: int = 200,
-        uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+        uncertainty: Uncertainty | str = "max_prob",
         logits: bool = False,
     ) -> None:
         super().__init__()

@@ -252,11 +252,24 @@ def test_classification_loss_small_batch_and_classes(name: str, b: int, k: int) 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(CLASS_LOSSES))
 def test_classification_loss_half_inputs(name: str, dtype: torch.dtype) -> None:
-    """Half-precision logits are promoted: the result is the float32 loss of the same values."""
-    x, y = _logits().to(dtype), _labels()
-    out = _class_loss(name, K, x, y)
+    """Half-precision logits are promoted: the result is the float32 loss of the same values;
+    the gradient has the input's dtype and is the float32 one up to half rounding (the gradients
+    of the loss's own parameters, e.g. temperatures, are the float32 ones)."""
+    g = torch.Generator().manual_seed(4)
+    k = 10
+    x = (torch.randn(64, k, generator=g) * 8).to(dtype).requires_grad_(True)
+    y = torch.randint(0, k, (64,), generator=g)
+    x32 = x.detach().float().requires_grad_(True)
+    half, full = CLASS_LOSSES[name](k).train(), CLASS_LOSSES[name](k).train()
+    out, ref = half(x, y), full(x32, y)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, _class_loss(name, K, x.float(), y), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    out.backward()
+    ref.backward()
+    assert x.grad.dtype == dtype and bool(torch.isfinite(x.grad).all())
+    torch.testing.assert_close(x.grad.float(), x32.grad, rtol=2e-2, atol=1e-3)
+    for p_half, p_full in zip(half.parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(p_half.grad, p_full.grad)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
@@ -323,11 +336,14 @@ def test_multilabel_loss_small_shapes_and_layouts(name: str, shape: tuple[int, i
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(MULTILABEL_LOSSES))
 def test_multilabel_loss_half_inputs(name: str, dtype: torch.dtype) -> None:
-    x, y = _logits().to(dtype), _multihot()
+    """The float32 loss of the same values; a finite gradient of the input's dtype."""
+    x, y = _logits(16, 10).to(dtype).requires_grad_(True), _multihot(16, 10)
     loss = MULTILABEL_LOSSES[name](K)
     out = loss(x, y)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, loss(x.float(), y), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, loss(x.detach().float(), y), rtol=1e-6, atol=1e-6)
+    out.backward()
+    assert x.grad.dtype == dtype and bool(torch.isfinite(x.grad).all())
 
 
 # --------------------------------------------------------------- segmentation losses
