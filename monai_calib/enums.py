@@ -100,11 +100,14 @@ class MDCABaseLoss(StrEnum):
 
 
 class CCTEALInferenceRule(StrEnum):
-    """Temperature a CCT-EAL model uses at inference (see :class:`~monai_calib.losses.CCTEALLoss`).
+    r"""Temperature of a CCT-EAL model at inference (:class:`~monai_calib.losses.CCTEALLoss`).
 
-    - ``"none"``: :math:`T = 1`; ``"predicted"``: the temperature of the predicted class;
-    - ``"expected"``: the softmax-weighted mean of the class temperatures;
-    - ``"oracle"``: the temperature of the true class (uses the label: reproduction only).
+    .. math::
+        \text{none: } 1, \quad \text{predicted: } T_{\arg\max_c z_c}, \quad
+        \text{expected: } \textstyle\sum_c \mathrm{softmax}(z)_c\, T_c, \quad
+        \text{oracle: } T_y
+
+    ``"oracle"`` uses the label (reproduction of the reference's numbers only).
     """
 
     NONE = "none"

@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
+import pytest
 import torch
 
 #: MONAI DiceLoss's default smoothing terms
@@ -79,3 +81,18 @@ def np_ml_factors(
         inter = float((p[:, c] * y[:, c]).sum())
         dices.append((2 * inter + DICE_SMOOTH) / (y[:, c].sum() + p[:, c].sum() + DICE_SMOOTH))
     return 1.0 - float(np.mean(dices)), ce
+
+
+def patch_all_reduce(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, other: torch.Tensor
+) -> list[torch.Size]:
+    """Simulate a second rank: ``module.all_reduce_sum`` adds ``other`` (that rank's packed
+    statistics); returns the list of the shapes it was called with."""
+    calls: list[torch.Size] = []
+
+    def fake_all_reduce(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape)
+        return x + other
+
+    monkeypatch.setattr(module, "all_reduce_sum", fake_all_reduce)
+    return calls

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from helpers import patch_all_reduce, skewed_batch_stream
 from helpers import reduce_values as reduce
-from helpers import skewed_batch_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
@@ -285,13 +285,7 @@ def test_sync_dist_uses_global_batch_histogram(monkeypatch: pytest.MonkeyPatch) 
     """Simulate a second rank (batch of 3 labels) through ``all_reduce_sum``."""
     other_labels = torch.tensor([3, 3, 2])
     other = torch.cat([torch.bincount(other_labels, minlength=K), torch.tensor([3])]).double()
-    calls = []
-
-    def fake_all_reduce(x: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape)
-        return x + other
-
-    monkeypatch.setattr(cct_module, "all_reduce_sum", fake_all_reduce)
+    calls = patch_all_reduce(monkeypatch, cct_module, other)
     loss_fn = CCTEALLoss(K).double()
     y = torch.tensor([0, 0, 1, 2, 0])
     loss_fn(torch.randn(5, K, dtype=torch.float64), y)

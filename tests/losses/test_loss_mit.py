@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 import torch
+from helpers import patch_all_reduce, skewed_batch_stream
 from helpers import reduce_values as reduce
-from helpers import skewed_batch_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
@@ -272,13 +272,7 @@ def test_sync_dist_packs_counts_entropy_and_batch_size(monkeypatch: pytest.Monke
     _, ents2 = plain_rows(z2, y2, other.temperature.item())
     counts2 = torch.bincount(y2, minlength=K).double()
     other_packed = torch.cat([counts2, torch.tensor([sum(ents2), 5.0], dtype=torch.float64)])
-    calls = []
-
-    def fake_all_reduce(x: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape)
-        return x + other_packed
-
-    monkeypatch.setattr(mit_module, "all_reduce_sum", fake_all_reduce)
+    calls = patch_all_reduce(monkeypatch, mit_module, other_packed)
     loss_fn = MiTLoss(K).double()
     out = loss_fn(z1, y1)
     assert calls == [torch.Size([K + 2])]  # one collective per training step
