@@ -11,13 +11,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import bundles, calibration, data, handlers, losses, metrics, transforms, visualize
+from . import bundles, calibration, data, enums, handlers, losses, metrics, transforms, visualize
 
 __all__ = [
     "__version__",
     "bundles",
     "calibration",
     "data",
+    "enums",
     "handlers",
     "losses",
     "metrics",

@@ -8,23 +8,40 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Input normalisation shared by every loss, metric and transform.
+"""Input normalisation shared by every loss, metric, handler and transform.
 
-One place decides what a "class target", "multi-label target" or "logits" tensor may look like, so
-that every public entry point accepts the same inputs and rejects bad ones with the same message
-(argument name, what was expected, what was received).
+One place per input rule: what a tensor of class scores (logits or probabilities), a class
+target (indices or one-hot), a multi-hot target or a number of bins may look like. Every public
+entry point calls these, so they accept the same inputs and reject bad ones with the same message
+(argument name, what was expected, what was received): ``TypeError`` for a bad type, ``ValueError``
+for a bad value.
+
+Layouts: the class (or label) axis is dim 1, ``(B, K)`` for classification and
+``(B, K, *spatial)`` for dense predictions, where every voxel is one sample.
 """
 
 from __future__ import annotations
 
+import math
+from enum import Enum
+from typing import Any
+
 import torch
+from monai.utils import look_up_option
 
 __all__ = [
     "accumulation_dtype",
+    "check_class_indices",
+    "check_class_scores",
     "check_finite",
+    "check_floating",
     "check_logits_2d",
     "check_multilabel_target",
+    "check_num_bins",
+    "check_probabilities",
+    "check_temperature",
     "normalize_class_target",
+    "normalize_dense_class_target",
     "reduce_per_sample",
 ]
 
@@ -47,6 +64,71 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         )
 
 
+def check_floating(x: object, name: str, what: str = "logits") -> torch.Tensor:
+    """Return ``x`` if it is a floating point tensor of ``what``.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or not a floating point one.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor of {what}, got dtype {x.dtype}.")
+    return x
+
+
+def check_num_bins(num_bins: int, name: str = "num_bins") -> int:
+    """Validate a number of bins: a positive ``int`` (bools rejected).
+
+    Raises:
+        TypeError: ``num_bins`` is not an ``int`` (or is a ``bool``).
+        ValueError: ``num_bins < 1``.
+    """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int):
+        raise TypeError(f"{name} must be a positive int, got {num_bins!r}.")
+    if num_bins < 1:
+        raise ValueError(f"{name} must be a positive int, got {num_bins!r}.")
+    return num_bins
+
+
+def check_temperature(value: float, name: str = "temperature") -> float:
+    """Return a temperature as a ``float`` after checking it is finite and > 0.
+
+    Raises:
+        ValueError: ``value`` is not finite and > 0.
+    """
+    value = float(value)
+    if not (0 < value < math.inf):
+        raise ValueError(f"{name} must be finite and > 0, got {value}.")
+    return value
+
+
+def check_class_scores(
+    x: torch.Tensor,
+    name: str = "y_pred",
+    min_classes: int = 2,
+    what: str = "probabilities (or logits with logits=True)",
+) -> torch.Tensor:
+    """Validate class scores of shape ``(B, K)`` or ``(B, K, *spatial)`` (classes in dim 1).
+
+    Raises:
+        TypeError: not a floating point tensor.
+        ValueError: fewer than 2 dims or fewer than ``min_classes`` classes.
+    """
+    check_floating(x, name, what)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have shape (B, K) or (B, K, *spatial) with the classes in dim 1, got "
+            f"shape {tuple(x.shape)}."
+        )
+    if x.shape[1] < min_classes:
+        raise ValueError(
+            f"{name} must have at least {min_classes} classes in dim 1 for this target, got shape "
+            f"{tuple(x.shape)}."
+        )
+    return x
+
+
 def check_logits_2d(
     input: torch.Tensor, name: str = "input", min_classes: int = 2, finite: bool = True
 ) -> torch.Tensor:
@@ -56,12 +138,7 @@ def check_logits_2d(
         TypeError: when ``input`` is not a floating point tensor.
         ValueError: wrong ndim, empty batch, fewer than ``min_classes`` classes, NaN/Inf values.
     """
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}.")
-    if not input.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating point tensor of logits, got dtype {input.dtype}."
-        )
+    check_floating(input, name)
     if input.ndim != 2:
         raise ValueError(
             f"{name} must have shape (B, K) (batch, classes), got {input.ndim}-d shape "
@@ -77,6 +154,56 @@ def check_logits_2d(
     if finite:
         check_finite(input, name)
     return input
+
+
+def check_probabilities(p: torch.Tensor, name: str = "y_pred") -> None:
+    """Values must be finite and in [0, 1]: one ``aminmax`` pass (NaN fails both comparisons).
+
+    Raises:
+        ValueError: NaN/Inf or values outside [0, 1].
+    """
+    if p.numel() == 0:
+        return
+    lo, hi = torch.aminmax(p)
+    if not (bool(lo >= 0) and bool(hi <= 1)):
+        check_finite(p, name)
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1] (pass logits=True for raw network "
+            f"outputs), got values in [{float(lo):.6g}, {float(hi):.6g}]."
+        )
+
+
+def _check_not_bool(target: object, name: str) -> None:
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}.")
+    if target.dtype == torch.bool:
+        raise TypeError(f"{name} must hold class indices or one-hot rows, got dtype torch.bool.")
+
+
+def check_class_indices(idx: torch.Tensor, num_classes: int, name: str = "target") -> torch.Tensor:
+    """Return class indices as ``long`` after checking they are whole numbers in ``[0, K)``.
+
+    Float indices (as MONAI transforms often produce) must hold whole numbers.
+
+    Raises:
+        ValueError: non-integral float values, or indices outside ``[0, num_classes)``.
+    """
+    if idx.is_floating_point():
+        whole = torch.isfinite(idx) & (idx == idx.round())
+        if not bool(whole.all()):
+            raise ValueError(
+                f"{name} holds float values that are not whole class indices (e.g. "
+                f"{idx[~whole][:3].tolist()}); expected integers in [0, {num_classes - 1}]."
+            )
+    idx = idx.long()
+    if idx.numel() > 0:
+        lo, hi = torch.aminmax(idx)
+        if int(lo) < 0 or int(hi) >= num_classes:
+            raise ValueError(
+                f"{name} class indices must be in [0, {num_classes - 1}], got values in "
+                f"[{int(lo)}, {int(hi)}]."
+            )
+    return idx
 
 
 def normalize_class_target(
@@ -97,17 +224,11 @@ def normalize_class_target(
         ValueError: batch mismatch, wrong shape, non-integral float indices, indices outside
             ``[0, num_classes)``, one-hot rows that are not exactly one 1.
     """
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}.")
-    if target.dtype == torch.bool:
-        raise TypeError(f"{name} must hold class indices or one-hot rows, got dtype torch.bool.")
+    _check_not_bool(target, name)
     if device is not None and target.device != device:
         target = target.to(device)
     if target.ndim == 2 and target.shape[1] == num_classes and num_classes > 1:
-        if target.is_floating_point():
-            is_binary = bool(((target == 0) | (target == 1)).all())
-        else:
-            is_binary = bool(((target == 0) | (target == 1)).all())
+        is_binary = bool(((target == 0) | (target == 1)).all())
         if not is_binary or not bool((target.sum(dim=1) == 1).all()):
             raise ValueError(
                 f"{name} of shape {tuple(target.shape)} is read as one-hot (B, K={num_classes}) "
@@ -129,45 +250,117 @@ def normalize_class_target(
             f"{name} has batch size {idx.shape[0]} but input has batch size {batch_size} "
             f"(target shape {tuple(target.shape)})."
         )
-    if idx.is_floating_point():
-        if not bool(torch.isfinite(idx).all()) or not bool((idx == idx.round()).all()):
+    return check_class_indices(idx, num_classes, name)
+
+
+def normalize_dense_class_target(
+    target: torch.Tensor, pred_shape: torch.Size | tuple[int, ...], name: str = "y"
+) -> torch.Tensor:
+    """Class indices ``(B, *spatial)`` (long) from indices or one-hot, for any number of dims.
+
+    ``pred_shape`` is the prediction's ``(B, K, *spatial)``. Accepted layouts: indices
+    ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot of ``pred_shape``; for ``(B, K)`` this is
+    :func:`normalize_class_target`.
+
+    Raises:
+        TypeError: when ``target`` is not a tensor or is a boolean tensor.
+        ValueError: wrong shape, non-integral float indices, indices outside ``[0, K)``, one-hot
+            voxels that are not exactly one 1.
+    """
+    _check_not_bool(target, name)
+    batch, num_classes, spatial = pred_shape[0], pred_shape[1], tuple(pred_shape[2:])
+    if len(pred_shape) == 2:
+        if target.ndim == 1 and not target.is_floating_point() and target.shape[0] == batch > 0:
+            # fast path for integer indices (B,): one aminmax pass
+            lo, hi = torch.aminmax(target)
+            if 0 <= int(lo) and int(hi) < num_classes:
+                return target.long()
+        return normalize_class_target(target, num_classes, batch_size=batch, name=name)
+    shape = tuple(target.shape)
+    if shape == tuple(pred_shape):
+        # one-hot <=> entries >= 0, every voxel's max is 1 and its sum is 1
+        top = target.amax(dim=1)  # no indices: max(dim=1) with indices is several times slower
+        ok = target.numel() == 0 or (
+            bool(target.amin() >= 0)
+            and bool((top == 1).all())
+            and bool((target.sum(dim=1) == 1).all())
+        )
+        if not ok:
             raise ValueError(
-                f"{name} holds float values that are not whole class indices (e.g. "
-                f"{idx[(idx != idx.round()) | ~torch.isfinite(idx)][:3].tolist()}); "
-                "expected integers in [0, num_classes)."
+                f"{name} of shape {shape} is read as one-hot over dim 1 (K={num_classes}) and "
+                "every voxel must hold exactly one 1 and zeros elsewhere; soft or multi-hot "
+                'targets are not supported here (use target="marginal" for multi-label).'
             )
-    idx = idx.long()
-    if idx.numel() > 0:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{name} class indices must be in [0, {num_classes - 1}], got values in "
-                f"[{lo}, {hi}]."
-            )
-    return idx
+        idx = _one_hot_index(target)
+    elif shape == (batch, 1, *spatial):
+        idx = target[:, 0]
+    elif shape == (batch, *spatial):
+        idx = target
+    else:
+        raise ValueError(
+            f"{name} must be class indices of shape {(batch, *spatial)} or "
+            f"{(batch, 1, *spatial)}, or one-hot of shape {tuple(pred_shape)}, got shape {shape}."
+        )
+    return check_class_indices(idx, num_classes, name)
+
+
+def _one_hot_index(y: torch.Tensor) -> torch.Tensor:
+    """Class index of every voxel of a validated dense one-hot ``y`` ``(B, K, *spatial)``.
+
+    Each voxel holds a single entry equal to 1 and entries >= 0 summing to exactly 1, so the
+    others are zeros or values too small to change a float sum with 1. On the CPU the index is
+    the product ``[0, 1, ..., K-1] @ y`` (one batched matrix product instead of the slow
+    ``max(dim=1)`` with indices): it is ``k + d`` with ``0 <= d < 1`` (``d = 0`` for a true
+    one-hot), rounded toward ``k`` by the integer conversion, so it equals ``argmax``.
+    """
+    exact_matmul = (
+        y.dtype in (torch.float32, torch.float64)
+        and y.device.type == "cpu"
+        and torch.get_float32_matmul_precision() == "highest"
+        and y.shape[1] <= 2**20
+    )
+    if not exact_matmul:
+        return y.argmax(dim=1)
+    batch, num_classes = y.shape[0], y.shape[1]
+    weights = torch.arange(num_classes, dtype=y.dtype).view(1, num_classes)
+    idx = torch.matmul(weights, y.reshape(batch, num_classes, -1))
+    return idx.reshape(batch, *y.shape[2:]).long()
 
 
 def check_multilabel_target(
-    target: torch.Tensor, input_shape: torch.Size | tuple[int, ...], name: str = "target"
+    target: torch.Tensor,
+    input_shape: torch.Size | tuple[int, ...],
+    name: str = "target",
+    input_name: str = "input",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Validate a multi-hot target with the same shape as ``input`` and values in {0, 1}.
+    """Validate a multi-hot target with the same shape as the prediction and values in {0, 1}.
 
-    Returns the target as a float tensor (same device).
+    Returns:
+        the target as a floating point tensor (its own float dtype, else ``dtype``), moved to
+        ``device`` when given.
+
+    Raises:
+        TypeError: ``target`` is not a tensor.
+        ValueError: another shape than ``input_shape``, or values other than 0 and 1.
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}.")
     if tuple(target.shape) != tuple(input_shape):
         raise ValueError(
-            f"{name} must be multi-hot with the same shape as input {tuple(input_shape)}, got "
-            f"shape {tuple(target.shape)}."
+            f"{name} must be multi-hot with the same shape as {input_name} "
+            f"{tuple(input_shape)}, got shape {tuple(target.shape)}."
         )
-    t = target.float() if not target.is_floating_point() else target
+    t = target if target.is_floating_point() else target.to(dtype)
     bad = ~((t == 0) | (t == 1))
     if bool(bad.any()):
         raise ValueError(
             f"{name} must be binary (0/1) multi-hot labels, got non-binary values such as "
             f"{t[bad][:3].tolist()}."
         )
+    if device is not None and t.device != device:
+        t = t.to(device)
     return t
 
 
@@ -182,3 +375,15 @@ def reduce_per_sample(values: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(
         f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].'
     )
+
+
+def look_up_argument(value: Any, options: type[Enum], name: str) -> Any:
+    """MONAI's ``look_up_option`` (it suggests the closest valid name), with the argument named.
+
+    Raises:
+        ValueError: ``value`` is not one of ``options``; the message starts with ``name``.
+    """
+    try:
+        return look_up_option(value, options)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None

@@ -9,7 +9,11 @@ import math
 import torch
 from torch import nn
 
-from monai_calib._utils.validation import check_logits_2d, normalize_class_target
+from monai_calib._utils.validation import (
+    check_logits_2d,
+    check_temperature,
+    normalize_class_target,
+)
 
 __all__ = ["TemperatureScaler", "fit_temperature"]
 
@@ -110,18 +114,20 @@ class TemperatureScaler(nn.Module):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        if not (math.isfinite(float(temperature)) and float(temperature) > 0.0):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}.")
         self.register_buffer(
             "log_temperature",
-            torch.tensor(math.log(float(temperature)), dtype=torch.float64),
+            torch.tensor(math.log(check_temperature(temperature)), dtype=torch.float64),
             persistent=True,
         )
 
     @property
-    def temperature(self) -> float:
-        """The current temperature ``T = exp(log_temperature)``."""
-        return math.exp(float(self.log_temperature))
+    def temperature(self) -> torch.Tensor:
+        """The current temperature ``T = exp(log_temperature)``, a detached 0-d float64 tensor.
+
+        The same meaning as ``MiTLoss.temperature`` and ``TETLoss.temperature``, so any of them
+        can be given to :class:`~monai_calib.transforms.TemperatureScale`.
+        """
+        return self.log_temperature.new_tensor(math.exp(float(self.log_temperature)))
 
     def fit(
         self, logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 50, lr: float = 0.1
@@ -136,4 +142,4 @@ class TemperatureScaler(nn.Module):
         return logits / self.log_temperature.exp().to(logits.dtype)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature:.6g}"
+        return f"temperature={float(self.temperature):.6g}"

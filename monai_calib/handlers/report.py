@@ -21,8 +21,7 @@ from monai.handlers.utils import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_calib._utils.distributed import gather_cat, is_main_rank
-from monai_calib._utils.validation import normalize_class_target
-from monai_calib.metrics._inputs import check_num_bins
+from monai_calib._utils.validation import check_num_bins, normalize_class_target
 from monai_calib.metrics.reports import CLASSIFICATION_METRICS, classification_report
 from monai_calib.metrics.retention import retention_curve
 from monai_calib.visualize import (

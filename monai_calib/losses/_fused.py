@@ -5,8 +5,9 @@
 The losses compute their forward and backward passes in :class:`torch.autograd.Function` s with
 hand-written gradients so that they cost about as much as ``F.cross_entropy``; the pieces they
 have in common live here: input preparation (validation, AMP promotion, class indices), a fast
-CPU log-softmax, row-wise dot products, the reduction weights of the backward pass, and the fused
-per-sample cross-entropy + entropy of ``softmax(z / T)`` used by MiT and CCT-EAL.
+CPU log-softmax, row-wise dot products, the base module that reduces the per-sample output of
+the fused functions, and the fused per-sample cross-entropy + entropy of ``softmax(z / T)`` used
+by MiT and CCT-EAL.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ from typing import Any
 
 import torch
 from monai.utils import LossReduction
+from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import (
     accumulation_dtype,
     check_finite,
     check_logits_2d,
     normalize_class_target,
+    reduce_per_sample,
 )
 
 __all__ = [
-    "backward_weights",
+    "FusedClassificationLoss",
     "log_softmax_rows",
     "prepare_inputs",
     "rowdot",
     "scaled_ce_and_entropy",
+    "upstream_weights",
 ]
 
 
@@ -79,23 +83,33 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def _reduce_scale(reduction: str, batch_size: int) -> float:
-    """Per-sample weight of the reduced loss: 1/B for "mean", 1 for "sum" (and "none")."""
-    return 1.0 / batch_size if reduction == LossReduction.MEAN.value else 1.0
+def upstream_weights(grad_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Upstream gradients of the per-sample losses as a ``(B, 1)`` column of ``dtype``."""
+    return grad_output.to(dtype).unsqueeze(1)
 
 
-def backward_weights(
-    grad_output: torch.Tensor, reduction: str, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample upstream gradients ``g`` (shape ``(B, 1)``) and their sum ``G`` (scalar).
+class FusedClassificationLoss(_Loss):
+    """Base of the stateless multi-class losses computed by a fused ``autograd.Function``.
 
-    For a scalar output, every sample's loss enters with weight ``grad_output * scale``.
+    The function (:attr:`function`) maps validated logits ``z`` ``(B, K)`` and class indices
+    ``y`` ``(B,)`` (plus :meth:`function_args`) to the per-sample losses ``(B,)``; the reduction
+    is applied here, so autograd hands the function each sample's upstream gradient and the
+    functions share no reduction logic. Subclasses: TET, DCA, MDCA, LS+.
     """
-    if reduction == LossReduction.NONE.value:
-        g = grad_output.reshape(-1, 1)
-        return g, g.sum()
-    g = grad_output * _reduce_scale(reduction, batch_size)
-    return g.reshape(1, 1).expand(batch_size, 1), g * batch_size
+
+    function: type[torch.autograd.Function]
+
+    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+
+    def function_args(self) -> tuple[Any, ...]:
+        """The arguments of :attr:`function` after ``z`` and ``y``."""
+        return ()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute the loss; see the subclass docstring for shapes."""
+        z, y = prepare_inputs(input, target)
+        return reduce_per_sample(self.function.apply(z, y, *self.function_args()), self.reduction)
 
 
 class _ScaledCEEntropy(torch.autograd.Function):

@@ -21,21 +21,64 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from monai_calib._utils.validation import (
+    accumulation_dtype,
+    check_logits_2d,
+    normalize_class_target,
+)
+
 __all__ = ["StatefulLossBase"]
 
 
 class StatefulLossBase(_Loss):
-    """Base class: staging / committing of buffer state, and ``last_stats`` for logging.
+    """Base class: ``num_classes`` and input checks, staging / committing of buffer state, and
+    ``last_stats`` for logging.
 
     Subclasses register their state as persistent buffers (so it follows ``.to(device)`` and is
     saved by ``state_dict``) and call :py:meth:`_stage` with the new buffer values.
     """
 
-    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+    def __init__(
+        self, num_classes: int, reduction: LossReduction | str = LossReduction.MEAN
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        self.num_classes = num_classes
         self.update_state_in_forward: bool = True
         self._pending: dict[str, torch.Tensor] | None = None
         self.last_stats: dict[str, torch.Tensor] = {}
+
+    def _check_logits(self, logits: torch.Tensor, name: str) -> None:
+        """``logits`` must be finite floating ``(B, num_classes)``."""
+        check_logits_2d(logits, name)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"{name} must have num_classes={self.num_classes} columns, got shape "
+                f"{tuple(logits.shape)}."
+            )
+
+    def _prepare(
+        self, input: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated logits in the accumulation dtype and class indices ``(B,)``.
+
+        Inputs:
+            input: logits of shape ``(B, K)``; fp16/bf16 are computed in float32.
+            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
+
+        Raises:
+            TypeError: non-tensor or non-floating ``input``; bad ``target`` dtype.
+            ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
+                class index outside ``[0, K)``.
+        """
+        self._check_logits(input, "input")
+        y = normalize_class_target(
+            target, self.num_classes, batch_size=input.shape[0], device=input.device
+        )
+        return input.to(accumulation_dtype(input)), y
 
     def _stage(self, new_state: dict[str, torch.Tensor]) -> None:
         self._pending = {k: v.detach() for k, v in new_state.items()}

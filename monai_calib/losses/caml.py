@@ -9,11 +9,11 @@ implements the project's reconstruction (spec §5.4) with a pluggable modulating
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from monai.utils import LossReduction
 
-from .multiplicative import _MultiplicativeBase
+from .multiplicative import MultiplicativeLoss
 
 __all__ = ["CAMLLoss", "caml_default_modulation"]
 
@@ -38,7 +38,7 @@ def caml_default_modulation(p_bar: torch.Tensor, dice_bar: torch.Tensor) -> torc
     return (1.0 - p_bar).clamp(min=0.0) ** dice_bar
 
 
-class CAMLLoss(_MultiplicativeBase):
+class CAMLLoss(MultiplicativeLoss):
     """Confidence-Adaptive Multiplicative Loss (CAML). **Experimental reconstruction.**
 
     .. warning::
@@ -80,17 +80,14 @@ class CAMLLoss(_MultiplicativeBase):
     The last weight and statistics are kept (detached) in ``last_stats`` for logging.
 
     Inputs:
-        - **input**: logits of shape ``BNH[W[D]]`` (2D or 3D), ``N`` the number of classes.
-        - **target**: class indices ``B1H[W[D]]`` (with ``to_onehot_y=True`` when ``N > 1``) or
-          one-hot ``BNH[W[D]]``.
-        - **output**: a scalar.
+        As :class:`~monai_calib.losses.MultiplicativeLoss` (logits ``BNH[W[D]]``, class indices
+        ``B1H[W[D]]`` or one-hot ``BNH[W[D]]``); the output is a scalar.
 
     Example:
         >>> import torch
         >>> loss = CAMLLoss(to_onehot_y=True, softmax=True)
-        >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-        >>> labels = torch.randint(0, 3, (2, 1, 8, 8))
-        >>> loss(logits, labels).backward()
+        >>> loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))).shape
+        torch.Size([])
 
     References:
         Y. Yokoi and K. Hotta, "Multiplicative Loss for Enhancing Semantic Segmentation in
@@ -100,53 +97,28 @@ class CAMLLoss(_MultiplicativeBase):
 
     def __init__(
         self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        reduction: LossReduction | str = LossReduction.MEAN,
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
+        *args: Any,
         modulating_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            include_background: if False, channel 0 (background) is excluded from the Dice
-                factor and from :math:`\\overline{Dice}` (the CE keeps it). Defaults to ``True``.
-            to_onehot_y: whether to convert ``target`` into one-hot format, using the number of
-                classes inferred from ``input`` (``input.shape[1]``). Defaults to ``False``.
-            sigmoid: if True, sigmoid for the Dice factor and per-channel binary CE.
-                Defaults to ``False``.
-            softmax: if True, softmax for the Dice factor; softmax CE of the logits.
-                Defaults to ``False``.
-            other_act: callable activation used by the Dice factor only. Defaults to ``None``.
-            reduction: {``"mean"``, ``"sum"``}, applied to each factor as in
-                :class:`~monai_calib.losses.MultiplicativeLoss`; the weight is the same for both.
-                Defaults to ``"mean"``.
-            smooth_nr: a small constant added to the Dice numerator. Defaults to ``1e-5``.
-            smooth_dr: a small constant added to the Dice denominator. Defaults to ``1e-5``.
+            args, kwargs: the arguments of :class:`~monai_calib.losses.MultiplicativeLoss`
+                (``include_background``, ``to_onehot_y``, ``sigmoid``, ``softmax``,
+                ``other_act``, ``reduction``, ``smooth_nr``, ``smooth_dr``), with its defaults
+                and meaning; ``include_background=False`` also excludes channel 0 from
+                :math:`\\overline{Dice}`, and the weight is the same for both factors.
             modulating_fn: ``modulating_fn(p_bar, dice_bar) -> weight``, called with two detached
                 scalar tensors; it must return a finite, non-negative scalar (tensor or number),
-                which is detached. Defaults to ``None``: :func:`caml_default_modulation`,
-                :math:`(1-\\bar p)^{\\overline{Dice}}`.
+                which is detached. Keyword only. Defaults to ``None``:
+                :func:`caml_default_modulation`, :math:`(1-\\bar p)^{\\overline{Dice}}`.
 
         Raises:
             TypeError: When ``other_act`` or ``modulating_fn`` is not ``None`` or callable.
-            ValueError: When more than 1 of [``sigmoid=True``, ``softmax=True``,
-                ``other_act is not None``].
-            ValueError: When ``reduction`` is ``"none"`` or not a ``LossReduction``.
+            ValueError: see :class:`~monai_calib.losses.MultiplicativeLoss` (activations,
+                ``reduction="none"``).
         """
-        super().__init__(
-            include_background=include_background,
-            to_onehot_y=to_onehot_y,
-            sigmoid=sigmoid,
-            softmax=softmax,
-            other_act=other_act,
-            reduction=reduction,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-        )
+        super().__init__(*args, **kwargs)
         if modulating_fn is not None and not callable(modulating_fn):
             raise TypeError(
                 f"modulating_fn must be None or callable but is {type(modulating_fn).__name__}."
@@ -161,17 +133,14 @@ class CAMLLoss(_MultiplicativeBase):
             target: the shape should be BNH[W[D]] (one-hot) or B1H[W[D]] (indices).
 
         Raises:
-            TypeError: When ``input`` is not a floating point tensor.
-            ValueError: When input and target have different numbers of dimensions, or the
-                target's channel count is neither 1 nor N, or index targets are out of range,
-                or ``input`` holds NaN/Inf, or the target's batch or spatial sizes differ from
-                ``input``'s, or ``input`` is empty, or ``to_onehot_y=True`` with a one-hot
-                target, or ``modulating_fn`` returns a non-scalar, negative or non-finite weight.
+            TypeError, ValueError: bad ``input`` or ``target``, see
+                :meth:`MultiplicativeLoss.factors <monai_calib.losses.MultiplicativeLoss.factors>`.
+            ValueError: ``modulating_fn`` returns a non-scalar, negative or non-finite weight.
 
         Returns:
             the scalar loss.
         """
-        dice_per_class, ce = self._factors(input, target)
+        dice_per_class, ce = self.factors(input, target)
         with torch.no_grad():
             p_bar = torch.exp(-ce.detach()).mean().clamp(0.0, 1.0)
             dice_bar = (1.0 - dice_per_class.detach().mean()).clamp(0.0, 1.0)

@@ -8,9 +8,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import reduce_per_sample
+from monai_calib._utils.validation import check_num_bins, reduce_per_sample
 
-from .ldace import _check_clip_eps, _clipped_sigmoid, _prepare_multilabel
+from .ldace import check_clip_eps, clipped_sigmoid, prepare_multilabel_logits
 
 __all__ = ["CanonicalCalibrationLoss"]
 
@@ -94,8 +94,7 @@ class CanonicalCalibrationLoss(_Loss):
         loss = loss_fn(torch.randn(8, 14, requires_grad=True), torch.randint(0, 2, (8, 14)))
 
     References:
-        Pal, Panda, Garain, "Label Dependency Aware Loss for Reliable Multi-Label Medical Image
-        Classification", ICASSP 2025; code: https://github.com/theimageprocessingguy/LDACE-CCL
+        Pal, Panda, Garain, ICASSP 2025 (see :class:`~monai_calib.losses.LDACELoss`).
     """
 
     def __init__(
@@ -105,23 +104,21 @@ class CanonicalCalibrationLoss(_Loss):
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        self.num_bins = _check_num_bins(num_bins)
-        self.clip_eps = _check_clip_eps(clip_eps)
+        self.num_bins = check_num_bins(num_bins)
+        self.clip_eps = check_clip_eps(clip_eps)
+
+    def batch_value(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar CCL of clipped sigmoid probabilities ``p`` and multi-hot ``y`` (validated).
+
+        For :class:`~monai_calib.losses.LDACECCLoss`, which shares one sigmoid pass with LDACE.
+        """
+        return _ccl_per_label(p.square(), y, self.num_bins).mean()
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_multilabel(input, target)
-        q = _clipped_sigmoid(z, self.clip_eps).square()
-        ccl = _ccl_per_label(q, y, self.num_bins).mean()
+        z, y = prepare_multilabel_logits(input, target)
+        ccl = self.batch_value(clipped_sigmoid(z, self.clip_eps), y)
         return reduce_per_sample(ccl.expand(z.shape[0]), self.reduction)
 
     def extra_repr(self) -> str:
         return f"num_bins={self.num_bins}, clip_eps={self.clip_eps}, reduction={self.reduction!r}"
-
-
-def _check_num_bins(num_bins: int) -> int:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int):
-        raise TypeError(f"num_bins must be an int, got {type(num_bins).__name__}.")
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
-    return num_bins

@@ -11,20 +11,62 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils import (
+from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.validation import (
     accumulation_dtype,
-    check_logits_2d,
+    look_up_argument,
     normalize_class_target,
     reduce_per_sample,
 )
-from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib.enums import CCTEALInferenceRule
 
 from ._fused import scaled_ce_and_entropy
 from ._stateful import StatefulLossBase
 
-__all__ = ["CCTEALLoss"]
+__all__ = ["CCTEALLoss", "cct_eal_inference_temperature"]
 
-_INFERENCE_RULES = ("none", "predicted", "expected", "oracle")
+
+def cct_eal_inference_temperature(
+    logits: torch.Tensor,
+    temperatures: torch.Tensor,
+    rule: CCTEALInferenceRule | str,
+    dim: int = 1,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Temperature of every position under a CCT-EAL inference rule, size 1 along ``dim``.
+
+    .. math::
+        \\text{none: } 1, \\quad
+        \\text{predicted: } T_{\\arg\\max_c z_c}, \\quad
+        \\text{expected: } \\textstyle\\sum_c \\mathrm{softmax}(z)_c\\, T_c, \\quad
+        \\text{oracle: } T_y.
+
+    The one implementation of the rules, used by :py:meth:`CCTEALLoss.scale_logits` and by the
+    inference transform :class:`~monai_calib.transforms.CCTEALProbability`.
+
+    Args:
+        logits: float logits with the classes in ``dim``, e.g. ``(B, K)`` or ``(K, H, W)``.
+        temperatures: the per-class temperatures ``(K,)`` (cast to ``logits``' dtype).
+        rule: a :class:`~monai_calib.enums.CCTEALInferenceRule` (validated by the caller).
+        dim: the class dimension. Defaults to ``1``.
+        target: class indices of shape ``logits.shape`` without ``dim``, for ``"oracle"`` only.
+
+    Returns:
+        the temperatures, ``logits``' shape with size 1 in ``dim``.
+    """
+    if rule == CCTEALInferenceRule.NONE:
+        return torch.ones_like(logits.narrow(dim, 0, 1))
+    temps = temperatures.to(device=logits.device, dtype=logits.dtype)
+    if rule == CCTEALInferenceRule.PREDICTED:
+        return temps[logits.argmax(dim=dim, keepdim=True)]
+    if rule == CCTEALInferenceRule.EXPECTED:
+        return (torch.softmax(logits, dim=dim).movedim(dim, -1) @ temps).unsqueeze(dim)
+    if target is None:
+        raise ValueError(
+            'rule="oracle" scales by the temperature of the true class and needs '
+            "target; got target=None (use a label-free rule for inference)."
+        )
+    return temps[target].unsqueeze(dim)
 
 
 class CCTEALLoss(StatefulLossBase):
@@ -113,7 +155,7 @@ class CCTEALLoss(StatefulLossBase):
         momentum: float = 0.9,
         temperature_min: float = 0.75,
         temperature_max: float = 1.5,
-        inference_rule: str = "predicted",
+        inference_rule: CCTEALInferenceRule | str = CCTEALInferenceRule.PREDICTED,
         reference_mode: bool = False,
         sync_dist: bool = True,
         eps: float = 1e-12,
@@ -146,11 +188,7 @@ class CCTEALLoss(StatefulLossBase):
                 ``momentum`` outside ``[0, 1]``; bad temperature bounds; ``eps <= 0``;
                 unknown ``inference_rule``; unsupported ``reduction``.
         """
-        super().__init__(reduction=reduction)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
-            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        super().__init__(num_classes, reduction=reduction)
         if not (0 <= alpha_max < math.inf):
             raise ValueError(f"alpha_max must be finite and >= 0, got {alpha_max}.")
         if not (0 <= warmup_ratio <= 1):
@@ -164,13 +202,14 @@ class CCTEALLoss(StatefulLossBase):
             )
         if not (0 < eps < 1):
             raise ValueError(f"eps must be in (0, 1), got {eps}.")
-        self.num_classes = num_classes
         self.alpha_max = float(alpha_max)
         self.warmup_ratio = float(warmup_ratio)
         self.momentum = float(momentum)
         self.temperature_min = float(temperature_min)
         self.temperature_max = float(temperature_max)
-        self.inference_rule = self._check_rule(inference_rule, "inference_rule")
+        self.inference_rule = look_up_argument(
+            inference_rule, CCTEALInferenceRule, "inference_rule"
+        )
         self.reference_mode = bool(reference_mode)
         self.sync_dist = bool(sync_dist)
         self.eps = float(eps)
@@ -180,12 +219,6 @@ class CCTEALLoss(StatefulLossBase):
         )
         self.register_buffer("alpha", torch.tensor(self.alpha_max), persistent=True)
         self.register_buffer("progress", torch.zeros(()), persistent=True)
-
-    @staticmethod
-    def _check_rule(rule: str, name: str) -> str:
-        if rule not in _INFERENCE_RULES:
-            raise ValueError(f"{name} must be one of {list(_INFERENCE_RULES)}, got {rule!r}.")
-        return rule
 
     def _temperatures(self) -> torch.Tensor:
         """Per-class temperatures in the graph, shape ``(K,)``."""
@@ -226,7 +259,10 @@ class CCTEALLoss(StatefulLossBase):
         self.alpha.fill_(alpha)
 
     def scale_logits(
-        self, logits: torch.Tensor, rule: str | None = None, target: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        rule: CCTEALInferenceRule | str | None = None,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Divide each row of ``logits`` by a temperature chosen by ``rule`` (no label needed).
 
@@ -255,57 +291,31 @@ class CCTEALLoss(StatefulLossBase):
         Raises:
             ValueError: unknown ``rule``; ``"oracle"`` without ``target``; bad shapes or values.
         """
-        rule = self.inference_rule if rule is None else self._check_rule(rule, "rule")
-        check_logits_2d(logits, "logits")
-        self._check_num_classes(logits, "logits")
-        if rule == "none":
+        rule = (
+            self.inference_rule
+            if rule is None
+            else look_up_argument(rule, CCTEALInferenceRule, "rule")
+        )
+        self._check_logits(logits, "logits")
+        if rule == CCTEALInferenceRule.NONE:
             return logits.clone()
         z = logits.to(accumulation_dtype(logits))
-        temps = self.temperatures.to(device=z.device, dtype=z.dtype)
-        if rule == "predicted":
-            t = temps[z.argmax(dim=1)]
-        elif rule == "expected":
-            t = torch.softmax(z, dim=1) @ temps
-        else:
-            if target is None:
-                raise ValueError(
-                    'rule="oracle" scales by the temperature of the true class and needs '
-                    "target; got target=None (use a label-free rule for inference)."
-                )
+        y = None
+        if rule == CCTEALInferenceRule.ORACLE and target is not None:
             y = normalize_class_target(
                 target, self.num_classes, batch_size=z.shape[0], device=z.device
             )
-            t = temps[y]
-        return (z / t.unsqueeze(1)).to(logits.dtype)
-
-    def _check_num_classes(self, x: torch.Tensor, name: str) -> None:
-        if x.shape[1] != self.num_classes:
-            raise ValueError(
-                f"{name} must have num_classes={self.num_classes} columns, got shape "
-                f"{tuple(x.shape)}."
-            )
+        t = cct_eal_inference_temperature(z, self.temperatures, rule, dim=1, target=y)
+        return (z / t).to(logits.dtype)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Inputs:
-            input: logits of shape ``(B, K)``; fp16/bf16 are computed in float32.
-            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
+        """Compute the loss; see :py:meth:`StatefulLossBase._prepare` for the inputs and errors.
 
         Returns:
             the loss, a scalar for ``"mean"``/``"sum"`` or ``(B,)`` for ``"none"``, in the
             accumulation dtype (float32 for half-precision input).
-
-        Raises:
-            TypeError: non-tensor or non-floating ``input``; bad ``target`` dtype.
-            ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
-                class index outside ``[0, K)``.
         """
-        check_logits_2d(input, "input")
-        self._check_num_classes(input, "input")
-        y = normalize_class_target(
-            target, self.num_classes, batch_size=input.shape[0], device=input.device
-        )
-        z = input.to(accumulation_dtype(input))
+        z, y = self._prepare(input, target)
         t_sample = self._temperatures().to(z.dtype)[y].unsqueeze(1)
         ce, ent = scaled_ce_and_entropy(z, t_sample, y)
         h_pred = ent.mean()

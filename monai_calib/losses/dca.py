@@ -8,13 +8,12 @@ Classification", BMVC 2020. Forward and backward are fused in a ``torch.autograd
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import reduce_per_sample
-
-from ._fused import backward_weights, log_softmax_rows, prepare_inputs
+from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["DCALoss"]
 
@@ -22,7 +21,7 @@ __all__ = ["DCALoss"]
 class _DCAFunction(torch.autograd.Function):
     """Per-sample loss ``CE_i + beta * |C - A|`` (``C`` mean top-1 probability, ``A`` accuracy).
 
-    With upstream weights ``g_i`` and ``G = sum_i g_i``, the gradient is
+    With upstream gradients ``g_i`` and ``G = sum_i g_i``, the gradient is
     ``g_i (p_i - e_{y_i}) + G * beta * sign(C - A) / B * conf_i (e_{m_i} - p_i)``, ``m_i`` the
     argmax; ``A`` is a constant (no gradient through the accuracy).
     """
@@ -33,7 +32,6 @@ class _DCAFunction(torch.autograd.Function):
         z: torch.Tensor,
         y: torch.Tensor,
         beta: float,
-        reduction: str,
     ) -> torch.Tensor:
         logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
@@ -46,23 +44,22 @@ class _DCAFunction(torch.autograd.Function):
         if z.requires_grad:
             ctx.save_for_backward(logp.exp_(), conf, m.unsqueeze(1), yi, torch.sign(diff))
         ctx.beta = beta
-        ctx.reduction = reduction
-        return reduce_per_sample(per_sample, reduction)
+        return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, conf, mi, yi, sign = ctx.saved_tensors
         batch = p.shape[0]
-        g, total = backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
-        b = (total * ctx.beta / batch * sign) * conf.unsqueeze(1)  # (B, 1)
+        g = upstream_weights(grad_output, p.dtype)
+        b = (g.sum() * ctx.beta / batch * sign) * conf.unsqueeze(1)  # (B, 1)
         dz = p * (g - b)
         dz.scatter_add_(1, yi, g.expand_as(yi).neg())
         dz.scatter_add_(1, mi, b)
-        return dz, None, None, None
+        return dz, None, None
 
 
-class DCALoss(_Loss):
+class DCALoss(FusedClassificationLoss):
     r"""Difference between Confidence and Accuracy (DCA) loss.
 
     .. math::
@@ -99,15 +96,15 @@ class DCALoss(_Loss):
     def __init__(
         self, beta: float = 10.0, reduction: LossReduction | str = LossReduction.MEAN
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=reduction)
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         self.beta = float(beta)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the loss; see the class docstring for shapes."""
-        z, y = prepare_inputs(input, target)
-        return _DCAFunction.apply(z, y, self.beta, self.reduction)
+    function = _DCAFunction
+
+    def function_args(self) -> tuple[Any, ...]:
+        return (self.beta,)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, reduction={self.reduction!r}"

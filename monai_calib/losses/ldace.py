@@ -3,7 +3,7 @@
 """LDACE: Label Dependency Aware Cross Entropy for multi-label classification (Pal et al. 2025).
 
 The module also holds the input handling shared with :mod:`monai_calib.losses.ccl`
-(:func:`_prepare_multilabel`, :func:`_clipped_sigmoid`).
+(:func:`prepare_multilabel_logits`, :func:`clipped_sigmoid`, :func:`check_clip_eps`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from monai_calib._utils.validation import (
 __all__ = ["LDACELoss"]
 
 
-def _check_clip_eps(clip_eps: float) -> float:
+def check_clip_eps(clip_eps: float) -> float:
+    """Validate the probability clip :math:`\\epsilon \\in [0, 0.5)` (``ValueError`` otherwise)."""
     if not 0.0 <= float(clip_eps) < 0.5:
         raise ValueError(f"clip_eps must be in [0, 0.5), got {clip_eps}.")
     return float(clip_eps)
 
 
-def _prepare_multilabel(
+def prepare_multilabel_logits(
     input: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``(B, K)`` logits (``K >= 1``) and a same-shape multi-hot target.
@@ -37,12 +38,12 @@ def _prepare_multilabel(
     tensor of the same dtype and device.
     """
     check_logits_2d(input, name="input", min_classes=1)
-    y = check_multilabel_target(target, input.shape, name="target")
     dtype = accumulation_dtype(input)
-    return input.to(dtype), y.to(device=input.device, dtype=dtype)
+    y = check_multilabel_target(target, input.shape, name="target", device=input.device)
+    return input.to(dtype), y.to(dtype)
 
 
-def _clipped_sigmoid(z: torch.Tensor, clip_eps: float) -> torch.Tensor:
+def clipped_sigmoid(z: torch.Tensor, clip_eps: float) -> torch.Tensor:
     """``clamp(sigmoid(z), eps, 1 - eps)``; the clamp has zero gradient outside the range."""
     p = torch.sigmoid(z)
     if clip_eps > 0.0:
@@ -132,12 +133,19 @@ class LDACELoss(_Loss):
         self, clip_eps: float = 1e-7, reduction: LossReduction | str = LossReduction.MEAN
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        self.clip_eps = _check_clip_eps(clip_eps)
+        self.clip_eps = check_clip_eps(clip_eps)
+
+    def per_sample(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample LDACE ``(B,)`` of clipped sigmoid probabilities ``p`` and multi-hot ``y``.
+
+        For :class:`~monai_calib.losses.LDACECCLoss`, which shares one sigmoid pass with CCL.
+        """
+        return _ldace_per_sample(p, y)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_multilabel(input, target)
-        per_sample = _ldace_per_sample(_clipped_sigmoid(z, self.clip_eps), y)
+        z, y = prepare_multilabel_logits(input, target)
+        per_sample = self.per_sample(clipped_sigmoid(z, self.clip_eps), y)
         return reduce_per_sample(per_sample, self.reduction)
 
     def extra_repr(self) -> str:

@@ -10,14 +10,18 @@ from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import reduce_per_sample
 
-from .ccl import _ccl_per_label, _check_num_bins
-from .ldace import _check_clip_eps, _clipped_sigmoid, _ldace_per_sample, _prepare_multilabel
+from .ccl import CanonicalCalibrationLoss
+from .ldace import LDACELoss, clipped_sigmoid, prepare_multilabel_logits
 
 __all__ = ["LDACECCLoss"]
 
 
 class LDACECCLoss(_Loss):
     r"""LDACE plus a weighted Canonical Calibration Loss, sharing one sigmoid pass.
+
+    Composed of an :class:`~monai_calib.losses.LDACELoss` (:attr:`ldace`) and a
+    :class:`~monai_calib.losses.CanonicalCalibrationLoss` (:attr:`ccl`), as MONAI's
+    ``DiceCELoss`` holds its two terms; the clipped sigmoid is computed once and given to both.
 
     .. math::
 
@@ -60,8 +64,7 @@ class LDACECCLoss(_Loss):
         loss = loss_fn(torch.randn(8, 14, requires_grad=True), torch.randint(0, 2, (8, 14)))
 
     References:
-        Pal, Panda, Garain, "Label Dependency Aware Loss for Reliable Multi-Label Medical Image
-        Classification", ICASSP 2025; code: https://github.com/theimageprocessingguy/LDACE-CCL
+        Pal, Panda, Garain, ICASSP 2025 (see :class:`~monai_calib.losses.LDACELoss`).
     """
 
     def __init__(
@@ -75,16 +78,28 @@ class LDACECCLoss(_Loss):
         if not float(ccl_weight) >= 0.0:
             raise ValueError(f"ccl_weight must be >= 0, got {ccl_weight}.")
         self.ccl_weight = float(ccl_weight)
-        self.num_bins = _check_num_bins(num_bins)
-        self.clip_eps = _check_clip_eps(clip_eps)
+        self.ldace = LDACELoss(clip_eps=clip_eps, reduction=LossReduction.NONE)
+        self.ccl = CanonicalCalibrationLoss(
+            num_bins=num_bins, clip_eps=clip_eps, reduction=LossReduction.NONE
+        )
         self.last_stats: dict[str, torch.Tensor] = {}
+
+    @property
+    def num_bins(self) -> int:
+        """CCL's number of bins :math:`M`."""
+        return self.ccl.num_bins
+
+    @property
+    def clip_eps(self) -> float:
+        """The probability clip :math:`\\epsilon`, shared by both terms."""
+        return self.ldace.clip_eps
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the class docstring for shapes."""
-        z, y = _prepare_multilabel(input, target)
-        p = _clipped_sigmoid(z, self.clip_eps)
-        ldace = _ldace_per_sample(p, y)
-        ccl = _ccl_per_label(p.square(), y, self.num_bins).mean()
+        z, y = prepare_multilabel_logits(input, target)
+        p = clipped_sigmoid(z, self.clip_eps)
+        ldace = self.ldace.per_sample(p, y)
+        ccl = self.ccl.batch_value(p, y)
         self.last_stats = {"ldace": ldace.detach().mean(), "ccl": ccl.detach()}
         return reduce_per_sample(ldace + self.ccl_weight * ccl, self.reduction)
 

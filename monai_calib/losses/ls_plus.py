@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import normalize_class_target, reduce_per_sample
+from monai_calib._utils.validation import normalize_class_target
 
-from ._fused import backward_weights, log_softmax_rows, prepare_inputs
+from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["LSPlusLoss", "class_prior_from_predictions"]
 
@@ -106,7 +106,6 @@ class _LSPlusFunction(torch.autograd.Function):
         y: torch.Tensor,
         prior: torch.Tensor,
         mix: float,
-        reduction: str,
     ) -> torch.Tensor:
         k = z.shape[1]
         c = prior.to(z.dtype)
@@ -122,21 +121,20 @@ class _LSPlusFunction(torch.autograd.Function):
             ctx.save_for_backward(logp, yi, w_cls[y].unsqueeze(1), mr_cls[y].unsqueeze(1))
         else:
             ctx.save_for_backward(logp, yi, w_cls[y].unsqueeze(1), None)
-        ctx.reduction = reduction
-        return reduce_per_sample(per_sample, reduction)
+        return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         logp, yi, w, mr = ctx.saved_tensors
-        g, _ = backward_weights(grad_output.to(logp.dtype), ctx.reduction, logp.shape[0])
+        g = upstream_weights(grad_output, logp.dtype)
         p = logp.exp()
         dz = p.mul_(g) if mr is None else torch.addcmul((g * mr).neg_(), p, g, out=p)
         dz.scatter_add_(1, yi, (g * w).neg_())
-        return dz, None, None, None, None
+        return dz, None, None, None
 
 
-class LSPlusLoss(_Loss):
+class LSPlusLoss(FusedClassificationLoss):
     r"""LS+: cross-entropy mixed with a KL term towards a class-prior-informed soft label.
 
     For a sample of class :math:`y` the soft label is :math:`t_y = c_y`,
@@ -191,7 +189,7 @@ class LSPlusLoss(_Loss):
         mix: float = 0.5,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=reduction)
         if not 0.0 <= float(mix) <= 1.0:
             raise ValueError(f"mix must be in [0, 1], got {mix}.")
         self.mix = float(mix)
@@ -236,8 +234,12 @@ class LSPlusLoss(_Loss):
                 f"input must have shape (B, {k}) to match class_prior (K={k}), got shape "
                 f"{tuple(input.shape)}."
             )
-        z, y = prepare_inputs(input, target)
-        return _LSPlusFunction.apply(z, y, self.class_prior, self.mix, self.reduction)
+        return super().forward(input, target)
+
+    function = _LSPlusFunction
+
+    def function_args(self) -> tuple[Any, ...]:
+        return (self.class_prior, self.mix)
 
     def extra_repr(self) -> str:
         return (

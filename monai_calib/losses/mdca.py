@@ -9,17 +9,17 @@ Neural Network Calibration", CVPR 2022. Forward and backward are fused in a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import reduce_per_sample
+from monai_calib._utils.validation import look_up_argument
+from monai_calib.enums import MDCABaseLoss
 
-from ._fused import backward_weights, log_softmax_rows, prepare_inputs
+from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["MDCALoss"]
-
-_BASE_LOSSES = ("nll", "focal", "label_smoothing")
 
 
 class _MDCAFunction(torch.autograd.Function):
@@ -39,7 +39,6 @@ class _MDCAFunction(torch.autograd.Function):
         base: str,
         gamma: float,
         smoothing: float,
-        reduction: str,
     ) -> torch.Tensor:
         batch, k = z.shape
         logp = log_softmax_rows(z)
@@ -72,15 +71,15 @@ class _MDCAFunction(torch.autograd.Function):
         if z.requires_grad:
             ps = torch.mv(p, torch.sign(diff)) if beta != 0.0 else None
             ctx.save_for_backward(p, yi, torch.sign(diff), ps, coef)
-        ctx.beta, ctx.base, ctx.smoothing, ctx.reduction = beta, base, smoothing, reduction
-        return reduce_per_sample(per_sample, reduction)
+        ctx.beta, ctx.base, ctx.smoothing = beta, base, smoothing
+        return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, yi, sign, ps, coef = ctx.saved_tensors
         batch, k = p.shape
-        g, total = backward_weights(grad_output.to(p.dtype), ctx.reduction, batch)
+        g = upstream_weights(grad_output, p.dtype)
         # base part: w_i * p_i - v_i * e_y - u_i * 1
         w = g if coef is None else g * coef.unsqueeze(1)
         v = w
@@ -90,7 +89,7 @@ class _MDCAFunction(torch.autograd.Function):
             v = g * (1.0 - ctx.smoothing - off)
             u = g * off
         if ctx.beta != 0.0:
-            kappa = total * (ctx.beta / (k * batch))
+            kappa = g.sum() * (ctx.beta / (k * batch))
             # p_i * (w_i - kappa <p_i, s> + kappa s)
             dz = p * torch.addcmul(w - kappa * ps.unsqueeze(1), kappa, sign.unsqueeze(0))
         else:
@@ -98,10 +97,10 @@ class _MDCAFunction(torch.autograd.Function):
         if u is not None:
             dz.sub_(u)
         dz.scatter_add_(1, yi, v.expand_as(yi).neg())
-        return dz, None, None, None, None, None, None
+        return dz, None, None, None, None, None
 
 
-class MDCALoss(_Loss):
+class MDCALoss(FusedClassificationLoss):
     r"""Multi-class Difference in Confidence and Accuracy (MDCA) loss.
 
     .. math::
@@ -148,14 +147,12 @@ class MDCALoss(_Loss):
     def __init__(
         self,
         beta: float = 1.0,
-        base_loss: str = "nll",
+        base_loss: MDCABaseLoss | str = MDCABaseLoss.NLL,
         gamma: float = 1.0,
         smoothing: float = 0.1,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
-        if base_loss not in _BASE_LOSSES:
-            raise ValueError(f"base_loss must be one of {_BASE_LOSSES}, got {base_loss!r}.")
+        super().__init__(reduction=reduction)
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         if not float(gamma) >= 0.0:
@@ -163,19 +160,17 @@ class MDCALoss(_Loss):
         if not 0.0 <= float(smoothing) < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
         self.beta = float(beta)
-        self.base_loss = base_loss
+        self.base_loss = look_up_argument(base_loss, MDCABaseLoss, "base_loss")
         self.gamma = float(gamma)
         self.smoothing = float(smoothing)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the loss; see the class docstring for shapes."""
-        z, y = prepare_inputs(input, target)
-        return _MDCAFunction.apply(
-            z, y, self.beta, self.base_loss, self.gamma, self.smoothing, self.reduction
-        )
+    function = _MDCAFunction
+
+    def function_args(self) -> tuple[Any, ...]:
+        return (self.beta, self.base_loss, self.gamma, self.smoothing)
 
     def extra_repr(self) -> str:
         return (
-            f"beta={self.beta}, base_loss={self.base_loss!r}, gamma={self.gamma}, "
+            f"beta={self.beta}, base_loss={self.base_loss.value!r}, gamma={self.gamma}, "
             f"smoothing={self.smoothing}, reduction={self.reduction!r}"
         )

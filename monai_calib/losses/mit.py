@@ -12,13 +12,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils import (
-    accumulation_dtype,
-    check_logits_2d,
-    normalize_class_target,
-    reduce_per_sample,
-)
 from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.validation import check_logits_2d, check_temperature, reduce_per_sample
 
 from ._fused import scaled_ce_and_entropy
 from ._stateful import StatefulLossBase
@@ -142,11 +137,7 @@ class MiTLoss(StatefulLossBase):
                 ``temperature_min >= temperature_max``; ``init_temperature`` outside the bounds;
                 ``lambda_max < 0``; unsupported ``reduction``.
         """
-        super().__init__(reduction=reduction)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
-            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        super().__init__(num_classes, reduction=reduction)
         if not (0 < temperature_min < temperature_max < math.inf):
             raise ValueError(
                 "temperature_min and temperature_max must satisfy 0 < temperature_min < "
@@ -159,7 +150,6 @@ class MiTLoss(StatefulLossBase):
             )
         if not (0 <= lambda_max < math.inf):
             raise ValueError(f"lambda_max must be finite and >= 0, got {lambda_max}.")
-        self.num_classes = num_classes
         self.lambda_max = float(lambda_max)
         self.temperature_min = float(temperature_min)
         self.temperature_max = float(temperature_max)
@@ -198,9 +188,7 @@ class MiTLoss(StatefulLossBase):
         Raises:
             ValueError: ``value`` is not finite and > 0.
         """
-        value = float(value)
-        if not (0 < value < math.inf):
-            raise ValueError(f"temperature value must be finite and > 0, got {value}.")
+        value = check_temperature(value, "temperature value")
         if not (self.temperature_min <= value <= self.temperature_max):
             clamped = min(max(value, self.temperature_min), self.temperature_max)
             warnings.warn(
@@ -225,30 +213,13 @@ class MiTLoss(StatefulLossBase):
         return (logits / self.temperature.to(logits.device)).to(logits.dtype)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Inputs:
-            input: logits of shape ``(B, K)``; fp16/bf16 are computed in float32.
-            target: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
+        """Compute the loss; see :py:meth:`StatefulLossBase._prepare` for the inputs and errors.
 
         Returns:
             the loss, a scalar for ``"mean"``/``"sum"`` or ``(B,)`` for ``"none"``, in the
             accumulation dtype (float32 for half-precision input).
-
-        Raises:
-            TypeError: non-tensor or non-floating ``input``; bad ``target`` dtype.
-            ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
-                class index outside ``[0, K)``.
         """
-        check_logits_2d(input, "input")
-        if input.shape[1] != self.num_classes:
-            raise ValueError(
-                f"input must have num_classes={self.num_classes} columns, got shape "
-                f"{tuple(input.shape)}."
-            )
-        y = normalize_class_target(
-            target, self.num_classes, batch_size=input.shape[0], device=input.device
-        )
-        z = input.to(accumulation_dtype(input))
+        z, y = self._prepare(input, target)
         temperature = self._temperature()
         ce, ent = scaled_ce_and_entropy(z, temperature, y)
         update = self.training or self.reference_mode

@@ -3,9 +3,9 @@
 """Multiplicative Loss (ML): batch Dice loss times cross-entropy (Yokoi & Hotta, arXiv 2510.12258).
 
 The Dice factor is MONAI's :class:`monai.losses.DiceLoss` with ``batch=True``; the cross-entropy
-factor follows :class:`monai.losses.DiceCELoss` (plain ``torch`` CE on the logits). The module
-also holds :class:`_MultiplicativeBase`, the input handling shared with
-:class:`monai_calib.losses.CAMLLoss`.
+factor follows :class:`monai.losses.DiceCELoss` (plain ``torch`` CE on the logits).
+:class:`monai_calib.losses.CAMLLoss` subclasses :class:`MultiplicativeLoss` and reuses its input
+preparation and factors (:meth:`MultiplicativeLoss.factors`).
 """
 
 from __future__ import annotations
@@ -19,154 +19,16 @@ from monai.networks import one_hot
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import accumulation_dtype, check_finite
+from monai_calib._utils.validation import (
+    accumulation_dtype,
+    check_finite,
+    normalize_dense_class_target,
+)
 
 __all__ = ["MultiplicativeLoss"]
 
 
-class _MultiplicativeBase(_Loss):
-    """Shared constructor checks and the two factors (per-class batch Dice, per-voxel CE)."""
-
-    def __init__(
-        self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        reduction: LossReduction | str = LossReduction.MEAN,
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-    ) -> None:
-        reduction = LossReduction(reduction).value
-        if reduction == LossReduction.NONE.value:
-            raise ValueError(
-                f'reduction="none" is not supported by {type(self).__name__}: the Dice factor is '
-                "computed over the whole batch, so the loss has no per-sample or per-voxel value; "
-                'use "mean" or "sum".'
-            )
-        super().__init__(reduction=reduction)
-        # DiceLoss validates other_act and the mutually exclusive activations (MONAI's messages).
-        self.dice = DiceLoss(
-            include_background=include_background,
-            to_onehot_y=to_onehot_y,
-            sigmoid=sigmoid,
-            softmax=softmax,
-            other_act=other_act,
-            reduction=LossReduction.NONE,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            batch=True,
-        )
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
-
-    def _factors(
-        self, input: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(dice_per_class, ce_per_element)`` for validated inputs.
-
-        ``dice_per_class`` has shape ``(C',)`` (``C'`` classes after background removal) and holds
-        ``1 - Dice_c`` over the whole batch; ``ce_per_element`` is the per-voxel CE
-        ``(B, H[, W, D])`` in softmax-CE mode, or the per-channel-and-voxel BCE
-        ``(B, N, H[, W, D])`` in BCE mode.
-        """
-        if not isinstance(input, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}.")
-        if not isinstance(target, torch.Tensor):
-            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}.")
-        if not input.is_floating_point():
-            raise TypeError(
-                f"input must be a floating point tensor of logits, got dtype {input.dtype}."
-            )
-        if input.dim() < 3:
-            raise ValueError(
-                "input must have shape BNH[W[D]] (at least 3 dims), got shape "
-                f"{tuple(input.shape)}."
-            )
-        # the two checks and messages of monai.losses.DiceCELoss.forward
-        if input.dim() != target.dim():
-            raise ValueError(
-                "the number of dimensions for input and target should be the same, "
-                f"got shape {input.shape} (nb dims: {len(input.shape)}) and {target.shape} "
-                f"(nb dims: {len(target.shape)}). "
-                "if target is not one-hot encoded, please provide a tensor with shape B1H[WD]."
-            )
-        n_pred_ch = input.shape[1]
-        if target.shape[1] != 1 and target.shape[1] != n_pred_ch:
-            raise ValueError(
-                "number of channels for target is neither 1 (without one-hot encoding) nor the "
-                f"same as input, got shape {input.shape} and {target.shape}."
-            )
-        if target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
-            raise ValueError(
-                "target must have the batch and spatial sizes of input "
-                f"{(input.shape[0], *input.shape[2:])} (B, *spatial), got target shape "
-                f"{tuple(target.shape)} for input shape {tuple(input.shape)}."
-            )
-        if input.numel() == 0:
-            raise ValueError(
-                f"input is empty (shape {tuple(input.shape)}); B and every spatial size must be "
-                ">= 1."
-            )
-        if not self.to_onehot_y and n_pred_ch > 1 and target.shape[1] == 1:
-            raise ValueError(
-                f"target of shape {tuple(target.shape)} holds class indices (B1H[W[D]]) but "
-                f"to_onehot_y=False; pass to_onehot_y=True, or a one-hot target of shape "
-                f"{tuple(input.shape)}."
-            )
-        if self.to_onehot_y and n_pred_ch > 1 and target.shape[1] != 1:
-            raise ValueError(
-                "to_onehot_y=True expects class indices of shape B1H[W[D]] as target, got shape "
-                f"{tuple(target.shape)}; pass to_onehot_y=False for a one-hot target."
-            )
-        if not bool(torch.isfinite(input.sum(dtype=accumulation_dtype(input)))):
-            check_finite(input, "input")
-        input = input.to(accumulation_dtype(input))
-        index_target = n_pred_ch > 1 and target.shape[1] == 1
-        if index_target and self.to_onehot_y:
-            _check_index_target(target, n_pred_ch)
-
-        # (C', 1, ..., 1) -> (C',); the activation, one-hot and background handling are MONAI's
-        dice_per_class = self.dice(input, target).reshape(-1)
-
-        if self.sigmoid or n_pred_ch == 1:
-            # per-channel BCE with logits (multi-label / binary), background channel kept
-            t = one_hot(target, num_classes=n_pred_ch) if index_target else target
-            ce = F.binary_cross_entropy_with_logits(input, t.to(input.dtype), reduction="none")
-        elif index_target:
-            ce = F.cross_entropy(input, target.squeeze(1).long(), reduction="none")
-        else:
-            ce = F.cross_entropy(input, target.to(input.dtype), reduction="none")
-        return dice_per_class, ce
-
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean() if self.reduction == LossReduction.MEAN.value else x.sum()
-
-
-def _check_index_target(target: torch.Tensor, num_classes: int) -> None:
-    """Class indices ``B1H[W[D]]`` must be whole numbers in ``[0, num_classes)``."""
-    if target.dtype == torch.bool:
-        raise TypeError("target must hold class indices, got dtype torch.bool.")
-    if target.numel() == 0:
-        return
-    if target.is_floating_point() and not bool((target == target.round()).all()):
-        raise ValueError(
-            "target holds float values that are not whole class indices; expected integers in "
-            f"[0, {num_classes - 1}]."
-        )
-    lo, hi = float(target.min()), float(target.max())
-    if lo < 0 or hi > num_classes - 1:
-        raise ValueError(
-            f"target class indices must be in [0, {num_classes - 1}] (input has {num_classes} "
-            f"channels), got values in [{lo:g}, {hi:g}]."
-        )
-
-
-class MultiplicativeLoss(_MultiplicativeBase):
+class MultiplicativeLoss(_Loss):
     """Multiplicative Loss (ML): the batch Dice loss multiplied by the cross-entropy.
 
     With voxels :math:`i = 1..N` pooled over the whole batch and classes :math:`c = 1..C`
@@ -264,16 +126,121 @@ class MultiplicativeLoss(_MultiplicativeBase):
             ValueError: When ``reduction`` is ``"none"`` (the batch Dice is global) or not a
                 ``LossReduction``.
         """
-        super().__init__(
+        reduction = LossReduction(reduction).value
+        if reduction == LossReduction.NONE.value:
+            raise ValueError(
+                f'reduction="none" is not supported by {type(self).__name__}: the Dice factor is '
+                "computed over the whole batch, so the loss has no per-sample or per-voxel value; "
+                'use "mean" or "sum".'
+            )
+        super().__init__(reduction=reduction)
+        # DiceLoss validates other_act and the mutually exclusive activations (MONAI's messages).
+        self.dice = DiceLoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
             sigmoid=sigmoid,
             softmax=softmax,
             other_act=other_act,
-            reduction=reduction,
+            reduction=LossReduction.NONE,
             smooth_nr=smooth_nr,
             smooth_dr=smooth_dr,
+            batch=True,
         )
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+
+    def factors(
+        self, input: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate ``input`` and ``target``; return ``(dice_per_class, ce_per_element)``.
+
+        ``dice_per_class`` has shape ``(C',)`` (``C'`` classes after background removal) and holds
+        ``1 - Dice_c`` over the whole batch; ``ce_per_element`` is the per-voxel CE
+        ``(B, H[, W, D])`` in softmax-CE mode, or the per-channel-and-voxel BCE
+        ``(B, N, H[, W, D])`` in BCE mode.
+
+        Raises:
+            TypeError: When ``input`` is not a floating point tensor, or an index ``target`` is
+                boolean.
+            ValueError: When input and target have different numbers of dimensions, or the
+                target's channel count is neither 1 nor N, or index targets are out of range,
+                or ``input`` holds NaN/Inf, or the target's batch or spatial sizes differ from
+                ``input``'s, or ``input`` is empty, or ``to_onehot_y=True`` with a one-hot target.
+        """
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}.")
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}.")
+        if not input.is_floating_point():
+            raise TypeError(
+                f"input must be a floating point tensor of logits, got dtype {input.dtype}."
+            )
+        if input.dim() < 3:
+            raise ValueError(
+                "input must have shape BNH[W[D]] (at least 3 dims), got shape "
+                f"{tuple(input.shape)}."
+            )
+        # the two checks and messages of monai.losses.DiceCELoss.forward
+        if input.dim() != target.dim():
+            raise ValueError(
+                "the number of dimensions for input and target should be the same, "
+                f"got shape {input.shape} (nb dims: {len(input.shape)}) and {target.shape} "
+                f"(nb dims: {len(target.shape)}). "
+                "if target is not one-hot encoded, please provide a tensor with shape B1H[WD]."
+            )
+        n_pred_ch = input.shape[1]
+        if target.shape[1] != 1 and target.shape[1] != n_pred_ch:
+            raise ValueError(
+                "number of channels for target is neither 1 (without one-hot encoding) nor the "
+                f"same as input, got shape {input.shape} and {target.shape}."
+            )
+        if target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+            raise ValueError(
+                "target must have the batch and spatial sizes of input "
+                f"{(input.shape[0], *input.shape[2:])} (B, *spatial), got target shape "
+                f"{tuple(target.shape)} for input shape {tuple(input.shape)}."
+            )
+        if input.numel() == 0:
+            raise ValueError(
+                f"input is empty (shape {tuple(input.shape)}); B and every spatial size must be "
+                ">= 1."
+            )
+        if not self.to_onehot_y and n_pred_ch > 1 and target.shape[1] == 1:
+            raise ValueError(
+                f"target of shape {tuple(target.shape)} holds class indices (B1H[W[D]]) but "
+                f"to_onehot_y=False; pass to_onehot_y=True, or a one-hot target of shape "
+                f"{tuple(input.shape)}."
+            )
+        if self.to_onehot_y and n_pred_ch > 1 and target.shape[1] != 1:
+            raise ValueError(
+                "to_onehot_y=True expects class indices of shape B1H[W[D]] as target, got shape "
+                f"{tuple(target.shape)}; pass to_onehot_y=False for a one-hot target."
+            )
+        if not bool(torch.isfinite(input.sum(dtype=accumulation_dtype(input)))):
+            check_finite(input, "input")
+        input = input.to(accumulation_dtype(input))
+        index_target = n_pred_ch > 1 and target.shape[1] == 1
+        if index_target and self.to_onehot_y:
+            normalize_dense_class_target(target, input.shape, name="target")
+
+        # (C', 1, ..., 1) -> (C',); the activation, one-hot and background handling are MONAI's
+        dice_per_class = self.dice(input, target).reshape(-1)
+
+        if self.sigmoid or n_pred_ch == 1:
+            # per-channel BCE with logits (multi-label / binary), background channel kept
+            t = one_hot(target, num_classes=n_pred_ch) if index_target else target
+            ce = F.binary_cross_entropy_with_logits(input, t.to(input.dtype), reduction="none")
+        elif index_target:
+            ce = F.cross_entropy(input, target.squeeze(1).long(), reduction="none")
+        else:
+            ce = F.cross_entropy(input, target.to(input.dtype), reduction="none")
+        return dice_per_class, ce
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean() if self.reduction == LossReduction.MEAN.value else x.sum()
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -282,14 +249,10 @@ class MultiplicativeLoss(_MultiplicativeBase):
             target: the shape should be BNH[W[D]] (one-hot) or B1H[W[D]] (indices).
 
         Raises:
-            TypeError: When ``input`` is not a floating point tensor.
-            ValueError: When input and target have different numbers of dimensions, or the
-                target's channel count is neither 1 nor N, or index targets are out of range,
-                or ``input`` holds NaN/Inf, or the target's batch or spatial sizes differ from
-                ``input``'s, or ``input`` is empty, or ``to_onehot_y=True`` with a one-hot target.
+            TypeError, ValueError: bad ``input`` or ``target``, see :meth:`factors`.
 
         Returns:
             the scalar loss.
         """
-        dice_per_class, ce = self._factors(input, target)
+        dice_per_class, ce = self.factors(input, target)
         return self._reduce(dice_per_class) * self._reduce(ce)

@@ -3,22 +3,21 @@
 """TET loss: cross-entropy at a fixed temperature minus an entropy bonus (Pan, JIIM 2026).
 
 The forward and backward passes are fused in a :class:`torch.autograd.Function` (one
-``log_softmax``, hand-written gradient) so the loss costs little more than plain cross-entropy.
-The module also holds :func:`prepare_inputs`, the input handling shared by the stateless
-multi-class losses of this package (TET, DCA, MDCA, LS+).
+``log_softmax``, hand-written gradient) so the loss costs little more than plain cross-entropy;
+the kernels and the input handling it shares with DCA, MDCA and LS+ are in
+:mod:`monai_calib.losses._fused`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import (
-    reduce_per_sample,
-)
+from monai_calib._utils.validation import check_temperature
 
-from ._fused import backward_weights, log_softmax_rows, prepare_inputs, rowdot
+from ._fused import FusedClassificationLoss, log_softmax_rows, rowdot, upstream_weights
 
 __all__ = ["TETLoss"]
 
@@ -38,7 +37,6 @@ class _TETFunction(torch.autograd.Function):
         temperature: float,
         entropy_weight: float,
         eps: float,
-        reduction: str,
     ) -> torch.Tensor:
         logp = log_softmax_rows(z, 1.0 / temperature)
         yi = y.unsqueeze(1)
@@ -63,21 +61,19 @@ class _TETFunction(torch.autograd.Function):
         if z.requires_grad:
             ctx.save_for_backward(grad, yi)
         ctx.temperature = temperature
-        ctx.reduction = reduction
-        return reduce_per_sample(per_sample, reduction)
+        return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         grad, yi = ctx.saved_tensors
-        g, _ = backward_weights(grad_output.to(grad.dtype), ctx.reduction, grad.shape[0])
-        g = g / ctx.temperature
+        g = upstream_weights(grad_output, grad.dtype) / ctx.temperature
         dz = grad * g
         dz.scatter_add_(1, yi, g.expand_as(yi).neg())
-        return dz, None, None, None, None, None
+        return dz, None, None, None, None
 
 
-class TETLoss(_Loss):
+class TETLoss(FusedClassificationLoss):
     r"""TET loss: cross-entropy on temperature-scaled logits minus an entropy bonus.
 
     With :math:`p_i = \mathrm{softmax}(z_i / T)`,
@@ -115,9 +111,10 @@ class TETLoss(_Loss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
 
     Raises:
-        ValueError: ``temperature <= 0``, negative ``entropy_weight`` or ``eps``, unknown
-            ``reduction``; bad input (see :func:`monai_calib._utils.validation.check_logits_2d`
-            and :func:`~monai_calib._utils.validation.normalize_class_target`).
+        ValueError: ``temperature`` not finite and > 0, negative ``entropy_weight`` or ``eps``,
+            unknown ``reduction``; bad input (see
+            :func:`~monai_calib._utils.validation.check_logits_2d` and
+            :func:`~monai_calib._utils.validation.normalize_class_target`).
 
     Example::
 
@@ -137,32 +134,28 @@ class TETLoss(_Loss):
         apply_temperature_at_inference: bool = True,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
-        if not float(temperature) > 0.0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        super().__init__(reduction=reduction)
+        self._temperature = check_temperature(temperature)
         if not float(entropy_weight) >= 0.0:
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}.")
         if not float(eps) >= 0.0:
             raise ValueError(f"eps must be >= 0, got {eps}.")
-        self.temperature = float(temperature)
         self.entropy_weight = float(entropy_weight)
         self.eps = float(eps)
         self.apply_temperature_at_inference = bool(apply_temperature_at_inference)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the loss; see the class docstring for shapes."""
-        z, y = prepare_inputs(input, target)
-        return _TETFunction.apply(
-            z,
-            y,
-            self.temperature,
-            self.entropy_weight,
-            self.eps,
-            self.reduction,
-        )
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The fixed temperature :math:`T`, a 0-d float64 tensor (as ``MiTLoss.temperature``)."""
+        return torch.tensor(self._temperature, dtype=torch.float64)
+
+    function = _TETFunction
+
+    def function_args(self) -> tuple[Any, ...]:
+        return (self._temperature, self.entropy_weight, self.eps)
 
     def extra_repr(self) -> str:
         return (
-            f"temperature={self.temperature}, entropy_weight={self.entropy_weight}, "
+            f"temperature={self._temperature}, entropy_weight={self.entropy_weight}, "
             f"eps={self.eps}, reduction={self.reduction!r}"
         )

@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import look_up_option
 
-from monai_calib._utils.validation import check_finite, normalize_class_target
+from monai_calib._utils.validation import (
+    check_finite,
+    check_num_bins,
+    look_up_argument,
+    normalize_class_target,
+)
 
 from ._calibration_kernels import binned_statistics
-from ._inputs import check_num_bins
 from .calibration_error import calibration_error_from_statistics
 
 _BLOCK = 1 << 20
@@ -159,7 +162,7 @@ def paired_bootstrap(
     Raises:
         ValueError: empty or mismatched sequences, bad shapes, or out-of-range arguments.
     """
-    stat = BootstrapStatistic(look_up_option(statistic, BootstrapStatistic))
+    stat = BootstrapStatistic(look_up_argument(statistic, BootstrapStatistic, "statistic"))
     if not (len(probs_a) == len(probs_b) == len(labels)) or len(labels) == 0:
         raise ValueError(
             "probs_a, probs_b and labels must be non-empty sequences of equal length (one entry "

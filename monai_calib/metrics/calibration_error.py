@@ -23,9 +23,11 @@ bins of the LS+ reference code (spec §6.4).
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
 import torch
+
+from monai_calib._utils.validation import check_num_bins, look_up_argument
+from monai_calib.enums import Binning, CalibrationNorm, CalibrationReduction, CalibrationTarget
 
 from ._calibration_kernels import (
     accumulate_statistics,
@@ -38,26 +40,15 @@ from ._calibration_kernels import (
     fast_path_ok,
 )
 from ._inputs import (
-    check_num_bins,
-    check_option,
     prepare_multiclass,
     prepare_multilabel,
 )
 
 __all__ = [
-    "BINNINGS",
-    "CALIBRATION_TARGETS",
-    "NORMS",
-    "REDUCTIONS",
     "calibration_error",
     "calibration_error_from_statistics",
     "calibration_statistics",
 ]
-
-CALIBRATION_TARGETS = ("top_label", "classwise", "marginal")
-BINNINGS = ("equal_width", "equal_mass")
-REDUCTIONS = ("expected", "average", "maximum")
-NORMS = ("l1", "l2")
 
 
 def calibration_statistics(
@@ -65,9 +56,9 @@ def calibration_statistics(
     y: torch.Tensor,
     *,
     num_bins: int = 15,
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
+    target: CalibrationTarget | str = "top_label",
     logits: bool = False,
-    binning: Literal["equal_width", "equal_mass"] = "equal_width",
+    binning: Binning | str = "equal_width",
 ) -> torch.Tensor:
     """Per-bin sufficient statistics ``[count, sum of confidences, sum of correctness]``.
 
@@ -122,8 +113,8 @@ def calibration_statistics(
             :func:`calibration_error`).
         TypeError: non-tensor inputs, non-floating ``y_pred``, boolean class indices.
     """
-    target = check_option(target, "target", CALIBRATION_TARGETS)
-    binning = check_option(binning, "binning", BINNINGS)
+    target = look_up_argument(target, CalibrationTarget, "target")
+    binning = look_up_argument(binning, Binning, "binning")
     num_bins = check_num_bins(num_bins)
 
     if target == "marginal":
@@ -167,8 +158,8 @@ def calibration_statistics(
 def calibration_error_from_statistics(
     stats: torch.Tensor,
     *,
-    reduction: Literal["expected", "average", "maximum"] = "expected",
-    norm: Literal["l1", "l2"] = "l1",
+    reduction: CalibrationReduction | str = "expected",
+    norm: CalibrationNorm | str = "l1",
     average: bool = True,
 ) -> torch.Tensor:
     """Calibration error from per-bin sufficient statistics (see :func:`calibration_statistics`).
@@ -218,8 +209,8 @@ def calibration_error_from_statistics(
         ValueError: bad ``stats`` shape, negative counts, or an invalid option.
         TypeError: ``stats`` is not a tensor.
     """
-    reduction = check_option(reduction, "reduction", REDUCTIONS)
-    norm = check_option(norm, "norm", NORMS)
+    reduction = look_up_argument(reduction, CalibrationReduction, "reduction")
+    norm = look_up_argument(norm, CalibrationNorm, "norm")
     if not isinstance(stats, torch.Tensor):
         raise TypeError(f"stats must be a torch.Tensor, got {type(stats).__name__}.")
     if stats.ndim == 2:
@@ -263,10 +254,10 @@ def calibration_error(
     y: torch.Tensor,
     *,
     num_bins: int = 15,
-    binning: Literal["equal_width", "equal_mass"] = "equal_width",
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
-    reduction: Literal["expected", "average", "maximum"] = "expected",
-    norm: Literal["l1", "l2"] = "l1",
+    binning: Binning | str = "equal_width",
+    target: CalibrationTarget | str = "top_label",
+    reduction: CalibrationReduction | str = "expected",
+    norm: CalibrationNorm | str = "l1",
     logits: bool = False,
 ) -> torch.Tensor:
     """Pooled binned calibration error (ECE / ACE / SCE / MCE / RMSCE) over all samples.
@@ -331,9 +322,9 @@ def calibration_error(
         Nixon et al., "Measuring Calibration in Deep Learning", CVPR Workshops 2019.
         Kumar et al., "Verified Uncertainty Calibration", NeurIPS 2019 (l2 / RMSCE).
     """
-    binning = check_option(binning, "binning", BINNINGS)
-    reduction = check_option(reduction, "reduction", REDUCTIONS)
-    norm = check_option(norm, "norm", NORMS)
+    binning = look_up_argument(binning, Binning, "binning")
+    reduction = look_up_argument(reduction, CalibrationReduction, "reduction")
+    norm = look_up_argument(norm, CalibrationNorm, "norm")
     stats = calibration_statistics(
         y_pred, y, num_bins=num_bins, target=target, logits=logits, binning=binning
     )

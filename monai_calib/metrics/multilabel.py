@@ -38,7 +38,7 @@ def _prepare(
             f"y_pred must have shape (N, K) with N, K >= 1, got shape {tuple(y_pred.shape)}."
         )
     check_finite(y_pred, "y_pred")
-    target = check_multilabel_target(y, y_pred.shape, name="y").to(
+    target = check_multilabel_target(y, y_pred.shape, name="y", input_name="y_pred").to(
         device=y_pred.device, dtype=torch.float64
     )
     scores = y_pred.detach().to(torch.float64)

@@ -11,27 +11,30 @@ MONAI compatibility mode that reproduces MONAI's per-image numbers.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from monai.metrics import CalibrationErrorMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from monai_calib._utils.validation import check_num_bins, look_up_argument
+from monai_calib.enums import (
+    Binning,
+    CalibrationNorm,
+    CalibrationReduction,
+    CalibrationTarget,
+    LabelReduction,
+)
+
 from ._cumulative import StorageCumulativeMetric
-from ._inputs import check_num_bins, check_option, prepare_multiclass, prepare_multilabel
+from ._inputs import prepare_multiclass, prepare_multilabel
 from .calibration_error import (
-    BINNINGS,
-    CALIBRATION_TARGETS,
-    NORMS,
-    REDUCTIONS,
     calibration_error_from_statistics,
     calibration_statistics,
 )
 
-__all__ = ["LABEL_REDUCTIONS", "PooledCalibrationErrorMetric"]
-
-LABEL_REDUCTIONS = ("macro", "micro", "weighted", "none")
+__all__ = ["PooledCalibrationErrorMetric"]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -171,12 +174,12 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
     def __init__(
         self,
         num_bins: int = 15,
-        binning: Literal["equal_width", "equal_mass"] = "equal_width",
-        target: Literal["top_label", "classwise", "marginal"] | None = None,
-        reduction: Literal["expected", "average", "maximum"] = "expected",
-        norm: Literal["l1", "l2"] = "l1",
+        binning: Binning | str = "equal_width",
+        target: CalibrationTarget | str | None = None,
+        reduction: CalibrationReduction | str = "expected",
+        norm: CalibrationNorm | str = "l1",
         logits: bool = False,
-        label_reduction: Literal["macro", "micro", "weighted", "none"] = "macro",
+        label_reduction: LabelReduction | str = "macro",
         per_image: bool = False,
         include_background: bool = True,
         metric_reduction: MetricReduction | str = MetricReduction.MEAN,
@@ -184,18 +187,18 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
     ) -> None:
         super().__init__()
         self.num_bins = check_num_bins(num_bins)
-        self.binning = check_option(binning, "binning", BINNINGS)
-        self.reduction = check_option(reduction, "reduction", REDUCTIONS)
-        self.norm = check_option(norm, "norm", NORMS)
-        self.label_reduction = check_option(label_reduction, "label_reduction", LABEL_REDUCTIONS)
+        self.binning = look_up_argument(binning, Binning, "binning")
+        self.reduction = look_up_argument(reduction, CalibrationReduction, "reduction")
+        self.norm = look_up_argument(norm, CalibrationNorm, "norm")
+        self.label_reduction = look_up_argument(label_reduction, LabelReduction, "label_reduction")
         self.metric_reduction = MetricReduction(metric_reduction)
         self.per_image = bool(per_image)
         self.logits = bool(logits)
         self.include_background = bool(include_background)
         self.get_not_nans = bool(get_not_nans)
         default_target = "marginal" if self.per_image else "top_label"
-        self.target = check_option(
-            default_target if target is None else target, "target", CALIBRATION_TARGETS
+        self.target = look_up_argument(
+            default_target if target is None else target, CalibrationTarget, "target"
         )
         if self.per_image:
             bad = {
@@ -271,9 +274,7 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
         return self._monai_metric._compute_tensor(y_pred, y)
 
     # ------------------------------------------------------------------ aggregation
-    def statistics(
-        self, binning: Literal["equal_width", "equal_mass"] | None = None
-    ) -> torch.Tensor:
+    def statistics(self, binning: Binning | str | None = None) -> torch.Tensor:
         """Per-bin sufficient statistics of everything seen so far (all ranks).
 
         Args:
@@ -298,7 +299,7 @@ class PooledCalibrationErrorMetric(StorageCumulativeMetric):
                 "statistics() is not available with per_image=True (MONAI compatibility mode "
                 "keeps one error per image and channel, not pooled bins)."
             )
-        binning = self.binning if binning is None else check_option(binning, "binning", BINNINGS)
+        binning = self.binning if binning is None else look_up_argument(binning, Binning, "binning")
         if self.binning == "equal_width" and binning != "equal_width":
             raise ValueError(
                 'a streaming binning="equal_width" metric keeps equal-width statistics only; '

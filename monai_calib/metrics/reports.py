@@ -26,7 +26,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric, DiceMetric, MeanIoU, compute_roc_auc
 from monai.networks.utils import one_hot
 
-from monai_calib._utils.validation import normalize_class_target
+from monai_calib._utils.validation import check_num_bins, normalize_class_target
 
 from ._cumulative import StorageCumulativeMetric
 from .calibration_error import (
@@ -258,12 +258,6 @@ def _as_items(x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     raise TypeError(f"expected a tensor or a list of tensors, got {type(x).__name__}.")
 
 
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-    return value
-
-
 class SegmentationReportMetric:
     r"""Segmentation and pooled voxel calibration numbers, streamed image by image.
 
@@ -315,8 +309,8 @@ class SegmentationReportMetric:
     def __init__(
         self, num_bins: int = 15, num_bins_per_image: int = 20, include_background: bool = False
     ) -> None:
-        self.num_bins = _check_positive_int(num_bins, "num_bins")
-        self.num_bins_per_image = _check_positive_int(num_bins_per_image, "num_bins_per_image")
+        self.num_bins = check_num_bins(num_bins)
+        self.num_bins_per_image = check_num_bins(num_bins_per_image, "num_bins_per_image")
         self.include_background = bool(include_background)
         self.reset()
 

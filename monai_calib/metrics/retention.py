@@ -12,33 +12,27 @@ better).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
-from ._inputs import check_option, prepare_multiclass
+from monai_calib._utils.validation import look_up_argument
+from monai_calib.enums import RetentionGrid, Uncertainty
+
+from ._inputs import prepare_multiclass
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
-__all__ = [
-    "RETENTION_GRIDS",
-    "UNCERTAINTIES",
-    "RetentionOptions",
-    "retention_auc",
-    "retention_curve",
-]
-
-RETENTION_GRIDS = ("log", "linear")
-UNCERTAINTIES = ("max_prob", "entropy", "predicted_class")
+__all__ = ["RetentionOptions", "retention_auc", "retention_curve"]
 
 
 class RetentionOptions(TypedDict, total=False):
     """Keyword options of :func:`retention_curve` (and :func:`retention_auc`)."""
 
-    grid: Literal["log", "linear"]
+    grid: RetentionGrid | str
     num_points: int
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"]
+    uncertainty: Uncertainty | str
     logits: bool
 
 
@@ -55,9 +49,9 @@ def retention_curve(
     y_pred: torch.Tensor,
     y: torch.Tensor,
     *,
-    grid: Literal["log", "linear"] = "log",
+    grid: RetentionGrid | str = "log",
     num_points: int = 200,
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+    uncertainty: Uncertainty | str = "max_prob",
     logits: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy-retention curve: accuracy when only the most certain predictions are kept.
@@ -110,8 +104,8 @@ def retention_curve(
         Filos et al., "A Systematic Comparison of Bayesian Deep Learning Robustness in Diabetic
         Retinopathy Tasks", 2019. LS+ reference code (spec §6.4).
     """
-    grid = check_option(grid, "grid", RETENTION_GRIDS)
-    uncertainty = check_option(uncertainty, "uncertainty", UNCERTAINTIES)
+    grid = look_up_argument(grid, RetentionGrid, "grid")
+    uncertainty = look_up_argument(uncertainty, Uncertainty, "uncertainty")
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
         raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
     probs, labels = prepare_multiclass(y_pred, y, logits=logits)

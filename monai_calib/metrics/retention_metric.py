@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from monai_calib._utils.validation import look_up_argument
+from monai_calib.enums import RetentionGrid, Uncertainty
+
 from ._cumulative import StorageCumulativeMetric
-from ._inputs import check_option, prepare_multiclass
-from .retention import RETENTION_GRIDS, UNCERTAINTIES, retention_curve
+from ._inputs import prepare_multiclass
+from .retention import retention_curve
 
 __all__ = ["RetentionAUCMetric"]
 
@@ -52,14 +55,14 @@ class RetentionAUCMetric(StorageCumulativeMetric):
 
     def __init__(
         self,
-        grid: Literal["log", "linear"] = "log",
+        grid: RetentionGrid | str = "log",
         num_points: int = 200,
-        uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+        uncertainty: Uncertainty | str = "max_prob",
         logits: bool = False,
     ) -> None:
         super().__init__()
-        self.grid = check_option(grid, "grid", RETENTION_GRIDS)
-        self.uncertainty = check_option(uncertainty, "uncertainty", UNCERTAINTIES)
+        self.grid = look_up_argument(grid, RetentionGrid, "grid")
+        self.uncertainty = look_up_argument(uncertainty, Uncertainty, "uncertainty")
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
             raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
         self.num_points = num_points

@@ -17,7 +17,6 @@ has a dictionary version (``...d``) for ``postprocessing`` chains of evaluators 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -27,7 +26,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_calib._utils import check_finite
+from monai_calib._utils.validation import check_finite, check_temperature, look_up_argument
+from monai_calib.enums import CCTEALInferenceRule
+from monai_calib.losses.cct_eal import cct_eal_inference_temperature
 
 __all__ = [
     "CCTEALProbability",
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 NdarrayTensor = np.ndarray | torch.Tensor
-_RULES = ("none", "predicted", "expected")
 
 
 def _float_input(img: Any, name: str = "img") -> torch.Tensor:
@@ -60,13 +60,6 @@ def _check_dim(x: torch.Tensor, dim: int) -> int:
             "the class (channel) dimension, 0 for a decollated item, 1 for a batch."
         )
     return dim % x.ndim
-
-
-def _check_temperature(value: float, name: str) -> float:
-    value = float(value)
-    if not (0 < value < math.inf):
-        raise ValueError(f"{name} must be finite and > 0, got {value}.")
-    return value
 
 
 class TemperatureScale(Transform):
@@ -103,9 +96,9 @@ class TemperatureScale(Transform):
 
     def __init__(self, temperature: float | Any, softmax: bool = True, dim: int = 0) -> None:
         if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-            _check_temperature(temperature, "temperature")
+            check_temperature(temperature, "temperature")
         elif isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
-            temperature = _check_temperature(float(temperature), "temperature")
+            temperature = check_temperature(float(temperature), "temperature")
         elif not hasattr(temperature, "temperature"):
             _has_temps = hasattr(temperature, "temperatures")
             raise TypeError(
@@ -132,7 +125,7 @@ class TemperatureScale(Transform):
                     f"{tuple(value.shape)}."
                 )
             value = value.item()
-        return _check_temperature(value, f"{type(t).__name__}.temperature")
+        return check_temperature(value, f"{type(t).__name__}.temperature")
 
     def __call__(self, img: NdarrayTensor) -> NdarrayTensor:
         x = _float_input(img)
@@ -141,25 +134,6 @@ class TemperatureScale(Transform):
         if self.softmax:
             out = torch.softmax(out, dim=dim)
         return convert_to_dst_type(out, img)[0]
-
-
-def cct_eal_rule_temperature(
-    logits: torch.Tensor, temperatures: torch.Tensor, rule: str, dim: int
-) -> torch.Tensor:
-    """Per-position temperature of a label-free CCT-EAL rule, with a size-1 class dimension.
-
-    .. math::
-        \\text{none: } 1, \\qquad \\text{predicted: } T_{\\arg\\max_c z_c}, \\qquad
-        \\text{expected: } \\textstyle\\sum_c \\mathrm{softmax}(z)_c\\, T_c.
-    """
-    if rule == "none":
-        return torch.ones_like(logits.narrow(dim, 0, 1))
-    shape = [1] * logits.ndim
-    shape[dim] = -1
-    temps = temperatures.to(device=logits.device, dtype=logits.dtype)
-    if rule == "predicted":
-        return temps[logits.argmax(dim=dim, keepdim=True)]
-    return (torch.softmax(logits, dim=dim) * temps.view(shape)).sum(dim=dim, keepdim=True)
 
 
 class CCTEALProbability(Transform):
@@ -203,7 +177,7 @@ class CCTEALProbability(Transform):
     def __init__(
         self,
         temperatures: Any,
-        rule: str | None = None,
+        rule: CCTEALInferenceRule | str | None = None,
         softmax: bool = True,
         dim: int = 0,
     ) -> None:
@@ -217,15 +191,11 @@ class CCTEALProbability(Transform):
                 "temperatures must be a CCTEALLoss (with `temperatures`) or a sequence of K "
                 f"per-class temperatures, got {type(temperatures).__name__}."
             )
-        rule = default_rule if rule is None else rule
-        if rule not in _RULES:
+        rule = look_up_argument(default_rule if rule is None else rule, CCTEALInferenceRule, "rule")
+        if rule == CCTEALInferenceRule.ORACLE:
             raise ValueError(
-                f"rule must be one of {list(_RULES)} (label-free), got {rule!r}"
-                + (
-                    "; 'oracle' uses the label: CCTEALLoss.scale_logits."
-                    if rule == "oracle"
-                    else "."
-                )
+                "rule must be label-free ('none', 'predicted' or 'expected'), got 'oracle', which "
+                "uses the label: CCTEALLoss.scale_logits(logits, rule='oracle', target=y)."
             )
         self.temperatures = temperatures
         self.rule = rule
@@ -259,7 +229,7 @@ class CCTEALProbability(Transform):
                 f"img has {x.shape[dim]} classes in dim {dim} (shape {tuple(x.shape)}) but there "
                 f"are {temps.shape[0]} temperatures."
             )
-        out = x / cct_eal_rule_temperature(x, temps, self.rule, dim)
+        out = x / cct_eal_inference_temperature(x, temps, self.rule, dim=dim)
         if self.softmax:
             out = torch.softmax(out, dim=dim)
         return convert_to_dst_type(out, img)[0]
@@ -289,7 +259,19 @@ class SquaredSigmoid(Transform):
         return convert_to_dst_type(torch.sigmoid(x).square(), img)[0]
 
 
-class TemperatureScaled(MapTransform):
+class _ArrayTransformd(MapTransform):
+    """Base of the dictionary versions: applies the array transform ``self.transform`` per key."""
+
+    transform: Transform
+
+    def __call__(self, data: Mapping[Hashable, NdarrayTensor]) -> dict[Hashable, NdarrayTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+class TemperatureScaled(_ArrayTransformd):
     """Dictionary version of :py:class:`TemperatureScale`.
 
     Args:
@@ -313,14 +295,8 @@ class TemperatureScaled(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = TemperatureScale(temperature, softmax=softmax, dim=dim)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayTensor]) -> dict[Hashable, NdarrayTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class CCTEALProbabilityd(MapTransform):
+class CCTEALProbabilityd(_ArrayTransformd):
     """Dictionary version of :py:class:`CCTEALProbability`.
 
     Args:
@@ -338,7 +314,7 @@ class CCTEALProbabilityd(MapTransform):
         self,
         keys: KeysCollection,
         temperatures: Any,
-        rule: str | None = None,
+        rule: CCTEALInferenceRule | str | None = None,
         softmax: bool = True,
         dim: int = 0,
         allow_missing_keys: bool = False,
@@ -346,14 +322,8 @@ class CCTEALProbabilityd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = CCTEALProbability(temperatures, rule=rule, softmax=softmax, dim=dim)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayTensor]) -> dict[Hashable, NdarrayTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class SquaredSigmoidd(MapTransform):
+class SquaredSigmoidd(_ArrayTransformd):
     """Dictionary version of :py:class:`SquaredSigmoid`.
 
     Args:
@@ -366,9 +336,3 @@ class SquaredSigmoidd(MapTransform):
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = SquaredSigmoid()
-
-    def __call__(self, data: Mapping[Hashable, NdarrayTensor]) -> dict[Hashable, NdarrayTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d

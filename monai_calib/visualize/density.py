@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from monai_calib.metrics._inputs import check_num_bins, prepare_multiclass
+from monai_calib._utils.validation import check_num_bins
+from monai_calib.metrics._inputs import prepare_multiclass
 
 from ._common import figure_and_axes, to_numpy
 

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
+from monai_calib.enums import CalibrationTarget
 from monai_calib.metrics.calibration_error import (
     calibration_error_from_statistics,
     calibration_statistics,
@@ -28,7 +29,7 @@ def reliability_statistics(
     y: torch.Tensor | None = None,
     *,
     num_bins: int = 15,
-    target: Literal["top_label", "classwise", "marginal"] = "top_label",
+    target: CalibrationTarget | str = "top_label",
     logits: bool = False,
     class_index: int | None = None,
 ) -> torch.Tensor:

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from monai_calib.enums import RetentionGrid, Uncertainty
 from monai_calib.metrics.retention import retention_curve
 
 from ._common import figure_and_axes, to_numpy
@@ -46,9 +47,9 @@ def plot_retention_curve(
     y: torch.Tensor | None = None,
     *,
     label: str = "model",
-    grid: Literal["log", "linear"] = "log",
+    grid: RetentionGrid | str = "log",
     num_points: int = 200,
-    uncertainty: Literal["max_prob", "entropy", "predicted_class"] = "max_prob",
+    uncertainty: Uncertainty | str = "max_prob",
     logits: bool = False,
     ax: Axes | None = None,
     title: str | None = None,

@@ -64,16 +64,16 @@ def test_label_layouts_and_scaler() -> None:
     assert fit_temperature(z.float(), y) == pytest.approx(t, rel=1e-4)
 
     scaler = TemperatureScaler()
-    assert scaler.temperature == 1.0
+    assert float(scaler.temperature) == 1.0
     assert list(scaler.parameters()) == []
     assert scaler.fit(z, y) is scaler
-    assert scaler.temperature == pytest.approx(t, rel=1e-9)
+    assert float(scaler.temperature) == pytest.approx(t, rel=1e-9)
     torch.testing.assert_close(scaler(z), z / t)
     out16 = scaler(z.half())
     assert out16.dtype == torch.float16
     restored = TemperatureScaler()
     restored.load_state_dict(scaler.state_dict())
-    assert restored.temperature == pytest.approx(t, rel=1e-9)
+    assert float(restored.temperature) == pytest.approx(t, rel=1e-9)
 
 
 def test_bad_input() -> None:

@@ -7,54 +7,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import np_ml_factors, np_onehot, seg_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.losses import DiceLoss
 
 from monai_calib.losses import CAMLLoss, MultiplicativeLoss, caml_default_modulation
 
-SMOOTH = 1e-5
-
-
-def _np_onehot(idx: np.ndarray, n: int) -> np.ndarray:
-    return (idx == np.arange(n).reshape((1, n) + (1,) * (idx.ndim - 2))).astype(np.float64)
-
 
 def np_caml(
     logits: np.ndarray, onehot: np.ndarray, mode: str, include_background: bool = True
 ) -> dict[str, float]:
     """Plain float64 CAML reconstruction: (1 - p_bar) ** dice_bar * L_Dice * L_CE."""
+    l_dice, ce = np_ml_factors(logits, onehot, mode, include_background)
     z = logits.astype(np.float64)
     y = onehot.astype(np.float64)
     if mode == "softmax":
         e = np.exp(z - z.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-        p_true = (p * y).sum(axis=1)  # probability of the true class per voxel
-        ce = float(np.mean(-np.log(p_true)))
+        p_true = (e / e.sum(axis=1, keepdims=True) * y).sum(axis=1)  # true class, per voxel
     else:
         p = 1.0 / (1.0 + np.exp(-z))
         p_true = np.where(y == 1, p, 1 - p)  # per channel and voxel
-        ce = float(np.mean(-np.log(p_true)))
     p_bar = float(p_true.mean())
-    if not include_background:
-        p, y = p[:, 1:], y[:, 1:]
-    dices = [
-        (2 * (p[:, c] * y[:, c]).sum() + SMOOTH) / (y[:, c].sum() + p[:, c].sum() + SMOOTH)
-        for c in range(p.shape[1])
-    ]
-    dice_bar = float(np.mean(dices))
-    l_dice = 1.0 - dice_bar
+    dice_bar = 1.0 - l_dice
     weight = (1.0 - p_bar) ** dice_bar
     return {"p_bar": p_bar, "dice_bar": dice_bar, "weight": weight, "ml": l_dice * ce}
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    b, n, *spatial = shape
-    return (
-        torch.randn(shape, generator=g, dtype=torch.float64),
-        torch.randint(0, n, (b, 1, *spatial), generator=g),
-    )
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 4), (2, 3, 3, 4, 2)])
@@ -62,8 +39,8 @@ def _data(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Te
 @pytest.mark.parametrize("include_background", [True, False])
 @pytest.mark.parametrize("onehot_target", [False, True])
 def test_matches_plain(shape, mode, include_background, onehot_target):
-    logits, idx = _data(shape)
-    onehot_np = _np_onehot(idx.numpy(), shape[1])
+    logits, idx = seg_batch(shape)
+    onehot_np = np_onehot(idx.numpy(), shape[1])
     target = torch.from_numpy(onehot_np) if onehot_target else idx
     loss = CAMLLoss(
         include_background=include_background,
@@ -91,11 +68,11 @@ def test_single_channel_binary():
 
 @pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
 def test_gradient_is_detached_weight_times_ml_gradient(mode):
-    logits, idx = _data((2, 3, 4, 3), seed=2)
+    logits, idx = seg_batch((2, 3, 4, 3), seed=2)
     kw = dict(to_onehot_y=True, softmax=mode == "softmax", sigmoid=mode == "sigmoid")
     z1 = logits.clone().requires_grad_(True)
     (g_ml,) = torch.autograd.grad(MultiplicativeLoss(**kw)(z1, idx), z1)
-    weight = np_caml(logits.numpy(), _np_onehot(idx.numpy(), 3), mode)["weight"]
+    weight = np_caml(logits.numpy(), np_onehot(idx.numpy(), 3), mode)["weight"]
 
     z = logits.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(CAMLLoss(**kw)(z, idx), z)
@@ -108,7 +85,7 @@ def test_gradient_is_detached_weight_times_ml_gradient(mode):
         p_bar = torch.softmax(z2, 1).gather(1, idx).mean()
     else:
         s = torch.sigmoid(z2)
-        oh = torch.from_numpy(_np_onehot(idx.numpy(), 3))
+        oh = torch.from_numpy(np_onehot(idx.numpy(), 3))
         p_bar = torch.where(oh == 1, s, 1 - s).mean()
     dice_bar = 1.0 - DiceLoss(batch=True, **kw)(z2, idx)
     (g_full,) = torch.autograd.grad((1 - p_bar) ** dice_bar * ml, z2)
@@ -116,7 +93,7 @@ def test_gradient_is_detached_weight_times_ml_gradient(mode):
 
 
 def test_custom_modulating_fn_is_used_with_detached_stats():
-    logits, idx = _data((2, 3, 4, 4), seed=3)
+    logits, idx = seg_batch((2, 3, 4, 4), seed=3)
     seen = {}
 
     def fn(p_bar: torch.Tensor, dice_bar: torch.Tensor) -> torch.Tensor:
@@ -125,7 +102,7 @@ def test_custom_modulating_fn_is_used_with_detached_stats():
 
     z = logits.clone().requires_grad_(True)
     out = CAMLLoss(to_onehot_y=True, softmax=True, modulating_fn=fn)(z, idx)
-    ref = np_caml(logits.numpy(), _np_onehot(idx.numpy(), 3), "softmax")
+    ref = np_caml(logits.numpy(), np_onehot(idx.numpy(), 3), "softmax")
     assert not seen["p_bar"].requires_grad and not seen["dice_bar"].requires_grad
     np.testing.assert_allclose(seen["p_bar"].item(), ref["p_bar"], rtol=1e-10)
     np.testing.assert_allclose(seen["dice_bar"].item(), ref["dice_bar"], rtol=1e-10)
@@ -147,7 +124,7 @@ def test_default_modulation_function():
 
 
 def test_modulating_fn_errors():
-    logits, idx = _data((2, 3, 4, 4), seed=4)
+    logits, idx = seg_batch((2, 3, 4, 4), seed=4)
     with pytest.raises(TypeError, match="modulating_fn must be None or callable but is str"):
         CAMLLoss(modulating_fn="focal")
     with pytest.raises(ValueError, match="must return a scalar weight"):
@@ -175,9 +152,9 @@ def test_constructor_and_shape_errors():
 
 
 def test_sum_reduction_and_batch_of_one():
-    logits, idx = _data((1, 2, 4, 4), seed=5)
+    logits, idx = seg_batch((1, 2, 4, 4), seed=5)
     kw = dict(to_onehot_y=True, softmax=True)
-    ref = np_caml(logits.numpy(), _np_onehot(idx.numpy(), 2), "softmax")
+    ref = np_caml(logits.numpy(), np_onehot(idx.numpy(), 2), "softmax")
     np.testing.assert_allclose(
         CAMLLoss(**kw)(logits, idx).item(), ref["weight"] * ref["ml"], rtol=1e-10
     )
@@ -189,7 +166,7 @@ def test_sum_reduction_and_batch_of_one():
 
 @pytest.mark.parametrize("shape, mode", [((2, 3, 3, 2), "softmax"), ((1, 2, 2, 3, 2), "sigmoid")])
 def test_gradcheck(shape, mode):
-    logits, idx = _data(shape, seed=6)
+    logits, idx = seg_batch(shape, seed=6)
     """The weight is detached by design, so finite differences must see it frozen.
 
     The default weight is evaluated once at ``logits`` and then held fixed through a constant
@@ -224,5 +201,5 @@ def test_property_bounded_by_ml(b, n, h, scale, seed):
     caml = CAMLLoss(to_onehot_y=True, softmax=True)(logits, idx).item()
     ml = MultiplicativeLoss(to_onehot_y=True, softmax=True)(logits, idx).item()
     assert 0.0 <= caml <= ml * (1 + 1e-12)
-    ref = np_caml(logits.numpy(), _np_onehot(idx.numpy(), n), "softmax")
+    ref = np_caml(logits.numpy(), np_onehot(idx.numpy(), n), "softmax")
     np.testing.assert_allclose(caml, ref["weight"] * ref["ml"], rtol=1e-9, atol=1e-15)

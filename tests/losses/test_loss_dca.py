@@ -103,46 +103,15 @@ def test_beta0_equals_ce() -> None:
         )
 
 
-def test_target_layouts_and_batch_of_one() -> None:
-    z = torch.randn(4, 3, dtype=torch.float64)
-    y = torch.tensor([0, 2, 1, 2])
-    fn = DCALoss(reduction="none")
-    ref = fn(z, y)
-    torch.testing.assert_close(fn(z, y.unsqueeze(1)), ref)
-    torch.testing.assert_close(fn(z, torch.nn.functional.one_hot(y, 3)), ref)
-    one = fn(z[:1], y[:1].unsqueeze(1))
+def test_batch_of_one_matches_reference() -> None:
+    """Target layouts and bad inputs: tests/reliability/test_reliability_inputs.py."""
+    z = torch.randn(1, 3, dtype=torch.float64)
+    y = torch.tensor([2])
+    one = DCALoss(reduction="none")(z, y.unsqueeze(1))
     assert one.shape == (1,)
-    torch.testing.assert_close(one, torch.tensor(reference_dca(z[:1], y[:1], 10.0), dtype=z.dtype))
+    torch.testing.assert_close(one, torch.tensor(reference_dca(z, y, 10.0), dtype=z.dtype))
 
 
-def test_bad_input() -> None:
-    fn = DCALoss()
-    y = torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match=r"\(B, K\).*1-d"):
-        fn(torch.randn(3), y)
-    with pytest.raises(ValueError, match="batch size 4 but input has batch size 3"):
-        fn(torch.randn(3, 3), torch.tensor([0, 1, 2, 0]))
-    with pytest.raises(ValueError, match=r"got values in \[-1, 2\]"):
-        fn(torch.randn(3, 3), torch.tensor([0, -1, 2]))
-    z = torch.randn(3, 3)
-    z[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="must be finite"):
-        fn(z, y)
+def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="beta"):
         DCALoss(beta=-1.0)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision(dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(4)
-    z = (torch.randn(64, 10, generator=g) * 8).to(dtype).requires_grad_()
-    y = torch.randint(0, 10, (64,), generator=g)
-    loss = DCALoss()(z, y)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    z32 = z.detach().float().requires_grad_()
-    ref = DCALoss()(z32, y)
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
-    loss.backward()
-    ref.backward()
-    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
-    torch.testing.assert_close(z.grad.float(), z32.grad, rtol=2e-2, atol=1e-3)

@@ -108,7 +108,8 @@ def test_prior_clamp_warns_and_buffer() -> None:
     assert torch.isfinite(fn2(z, torch.tensor([0, 1, 2, 0, 1])))
 
 
-def test_bad_prior_and_input() -> None:
+def test_bad_prior_and_class_count() -> None:
+    """The other bad inputs are in tests/reliability/test_reliability_inputs.py."""
     with pytest.raises(ValueError, match="1-D"):
         LSPlusLoss([[0.5, 0.5]])
     with pytest.raises(ValueError, match="K >= 2"):
@@ -117,47 +118,17 @@ def test_bad_prior_and_input() -> None:
         LSPlusLoss([0.5, 1.5])
     with pytest.raises(ValueError, match="mix"):
         LSPlusLoss([0.5, 0.7], mix=2.0)
-    fn = LSPlusLoss(PRIOR)
-    y = torch.tensor([0, 1, 3])
     with pytest.raises(ValueError, match=r"\(B, 4\).*got shape \(3, 5\)"):
-        fn(torch.randn(3, 5), y)
-    with pytest.raises(ValueError, match=r"\(B, K\).*1-d"):
-        fn(torch.randn(4), y)
-    with pytest.raises(ValueError, match="batch size 2 but input has batch size 3"):
-        fn(torch.randn(3, 4), y[:2])
-    with pytest.raises(ValueError, match=r"got values in \[0, 4\]"):
-        fn(torch.randn(3, 4), torch.tensor([0, 4, 1]))
-    z = torch.randn(3, 4)
-    z[0, 3] = float("-inf")
-    with pytest.raises(ValueError, match="must be finite"):
-        fn(z, y)
+        LSPlusLoss(PRIOR)(torch.randn(3, 5), torch.tensor([0, 1, 3]))
 
 
-def test_target_layouts_and_batch_of_one() -> None:
+def test_batch_of_one_equals_its_row() -> None:
+    """Layouts, bad inputs, half precision: tests/reliability/test_reliability_inputs.py."""
     z = torch.randn(4, 4, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 3])
     fn = LSPlusLoss(PRIOR, reduction="none")
-    ref = fn(z, y)
-    torch.testing.assert_close(fn(z, y.unsqueeze(1)), ref)
-    torch.testing.assert_close(fn(z, torch.nn.functional.one_hot(y, 4)), ref)
-    assert fn(z[:1], y[:1].unsqueeze(1)).shape == (1,)
-    torch.testing.assert_close(fn(z[:1], y[:1]), ref[:1])
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision(dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(4)
-    z = (torch.randn(64, 4, generator=g) * 8).to(dtype).requires_grad_()
-    y = torch.randint(0, 4, (64,), generator=g)
-    loss = LSPlusLoss(PRIOR)(z, y)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    z32 = z.detach().float().requires_grad_()
-    ref = LSPlusLoss(PRIOR)(z32, y)
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
-    loss.backward()
-    ref.backward()
-    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
-    torch.testing.assert_close(z.grad.float(), z32.grad, rtol=2e-2, atol=1e-3)
+    assert fn(z[:1], y[:1]).shape == (1,)
+    torch.testing.assert_close(fn(z[:1], y[:1]), fn(z, y)[:1])
 
 
 @settings(max_examples=30, deadline=None)

@@ -132,55 +132,22 @@ def test_gradient_matches_autograd_of_reference_formula() -> None:
         )
 
 
-def test_target_layouts_and_batch_of_one() -> None:
-    z = torch.randn(4, 3, dtype=torch.float64)
-    y = torch.tensor([0, 2, 1, 2])
-    fn = MDCALoss(reduction="none")
-    ref = fn(z, y)
-    torch.testing.assert_close(fn(z, y.unsqueeze(1)), ref)
-    torch.testing.assert_close(fn(z, torch.nn.functional.one_hot(y, 3)), ref)
-    one = fn(z[:1], y[:1].unsqueeze(1))
+def test_batch_of_one_matches_reference() -> None:
+    """Layouts, bad inputs, half precision: tests/reliability/test_reliability_inputs.py."""
+    z = torch.randn(1, 3, dtype=torch.float64)
+    y = torch.tensor([2])
+    one = MDCALoss(reduction="none")(z, y)
     assert one.shape == (1,)
-    expected = torch.tensor(reference_mdca(z[:1], y[:1], 1.0, "nll"), dtype=z.dtype)
-    torch.testing.assert_close(one, expected)
+    torch.testing.assert_close(one, torch.tensor(reference_mdca(z, y, 1.0, "nll"), dtype=z.dtype))
 
 
-def test_bad_input() -> None:
-    fn = MDCALoss()
-    y = torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match=r"\(B, K\).*4-d"):
-        fn(torch.randn(3, 3, 1, 1), y)
-    with pytest.raises(ValueError, match="batch size 2 but input has batch size 3"):
-        fn(torch.randn(3, 3), y[:2])
-    with pytest.raises(ValueError, match=r"got values in \[0, 5\]"):
-        fn(torch.randn(3, 3), torch.tensor([0, 5, 2]))
-    z = torch.randn(3, 3)
-    z[2, 1] = float("inf")
-    with pytest.raises(ValueError, match="must be finite"):
-        fn(z, y)
-    with pytest.raises(ValueError, match="base_loss"):
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"(?s)'brier'.*label_smoothing"):
         MDCALoss(base_loss="brier")
     with pytest.raises(ValueError, match="smoothing"):
         MDCALoss(smoothing=1.0)
     with pytest.raises(ValueError, match="gamma"):
         MDCALoss(gamma=-1.0)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("base", BASES)
-def test_half_precision(dtype: torch.dtype, base: str) -> None:
-    g = torch.Generator().manual_seed(4)
-    z = (torch.randn(64, 10, generator=g) * 8).to(dtype).requires_grad_()
-    y = torch.randint(0, 10, (64,), generator=g)
-    loss = MDCALoss(base_loss=base)(z, y)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    z32 = z.detach().float().requires_grad_()
-    ref = MDCALoss(base_loss=base)(z32, y)
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
-    loss.backward()
-    ref.backward()
-    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
-    torch.testing.assert_close(z.grad.float(), z32.grad, rtol=2e-2, atol=1e-3)
 
 
 @settings(max_examples=20, deadline=None)

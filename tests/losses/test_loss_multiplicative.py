@@ -8,50 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import np_ml_factors, np_onehot, seg_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.losses import DiceCELoss, DiceLoss
 
 from monai_calib.losses import MultiplicativeLoss
-
-SMOOTH = 1e-5
-
-
-def _np_onehot(idx: np.ndarray, n: int) -> np.ndarray:
-    """(B, 1, *S) int -> (B, n, *S) float64."""
-    return (idx == np.arange(n).reshape((1, n) + (1,) * (idx.ndim - 2))).astype(np.float64)
-
-
-def np_ml_factors(
-    logits: np.ndarray, onehot: np.ndarray, mode: str, include_background: bool = True
-) -> tuple[float, float]:
-    """Plain float64 (L_Dice, L_CE) of the paper's formula (with MONAI's smoothing)."""
-    z = logits.astype(np.float64)
-    y = onehot.astype(np.float64)
-    if mode == "softmax":
-        zs = z - z.max(axis=1, keepdims=True)
-        logp = zs - np.log(np.exp(zs).sum(axis=1, keepdims=True))
-        p = np.exp(logp)
-        ce = float(np.mean(-(y * logp).sum(axis=1)))
-    else:
-        p = 1.0 / (1.0 + np.exp(-z))
-        ce = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
-    if not include_background:
-        p, y = p[:, 1:], y[:, 1:]
-    dices = []
-    for c in range(p.shape[1]):
-        inter = float((p[:, c] * y[:, c]).sum())
-        dices.append((2 * inter + SMOOTH) / (y[:, c].sum() + p[:, c].sum() + SMOOTH))
-    return 1.0 - float(np.mean(dices)), ce
-
-
-def _data(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    b, n, *spatial = shape
-    logits = torch.randn(shape, generator=g, dtype=torch.float64)
-    idx = torch.randint(0, n, (b, 1, *spatial), generator=g)
-    return logits, idx
-
 
 SHAPES = [(2, 3, 5, 4), (2, 3, 3, 4, 2)]  # 2D and 3D
 
@@ -61,9 +23,9 @@ SHAPES = [(2, 3, 5, 4), (2, 3, 3, 4, 2)]  # 2D and 3D
 @pytest.mark.parametrize("include_background", [True, False])
 @pytest.mark.parametrize("onehot_target", [False, True])
 def test_matches_plain_and_monai_factors(shape, mode, include_background, onehot_target):
-    logits, idx = _data(shape)
+    logits, idx = seg_batch(shape)
     n = shape[1]
-    onehot = torch.from_numpy(_np_onehot(idx.numpy(), n))
+    onehot = torch.from_numpy(np_onehot(idx.numpy(), n))
     target = onehot if onehot_target else idx
     kw = dict(
         include_background=include_background,
@@ -89,7 +51,7 @@ def test_matches_plain_and_monai_factors(shape, mode, include_background, onehot
 @pytest.mark.parametrize("include_background", [True, False])
 def test_softmax_mode_equals_dicece_factors(include_background):
     """Softmax mode: the factors are DiceCELoss's two terms (CE keeps the background)."""
-    logits, idx = _data((3, 4, 6, 5), seed=1)
+    logits, idx = seg_batch((3, 4, 6, 5), seed=1)
     kw = dict(include_background=include_background, to_onehot_y=True, softmax=True, batch=True)
     dice_only = DiceCELoss(lambda_ce=0.0, **kw)(logits, idx)
     ce_only = DiceCELoss(lambda_dice=0.0, **kw)(logits, idx)
@@ -98,7 +60,7 @@ def test_softmax_mode_equals_dicece_factors(include_background):
 
 
 def test_sum_reduction_sums_each_factor():
-    logits, idx = _data((2, 3, 4, 4), seed=2)
+    logits, idx = seg_batch((2, 3, 4, 4), seed=2)
     kw = dict(to_onehot_y=True, softmax=True)
     loss = MultiplicativeLoss(reduction="sum", **kw)(logits, idx)
     expected = DiceLoss(batch=True, reduction="sum", **kw)(logits, idx) * F.cross_entropy(
@@ -108,7 +70,7 @@ def test_sum_reduction_sums_each_factor():
 
 
 def test_other_act_used_by_dice_only():
-    logits, idx = _data((2, 3, 4, 4), seed=3)
+    logits, idx = seg_batch((2, 3, 4, 4), seed=3)
 
     def act(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(2.0 * x, dim=1)
@@ -197,14 +159,14 @@ def test_shape_errors():
 
 
 def test_batch_of_one():
-    logits, idx = _data((1, 2, 4, 4), seed=5)
+    logits, idx = seg_batch((1, 2, 4, 4), seed=5)
     loss = MultiplicativeLoss(to_onehot_y=True, softmax=True)(logits, idx)
-    ld, lce = np_ml_factors(logits.numpy(), _np_onehot(idx.numpy(), 2), "softmax")
+    ld, lce = np_ml_factors(logits.numpy(), np_onehot(idx.numpy(), 2), "softmax")
     np.testing.assert_allclose(loss.item(), ld * lce, rtol=1e-10)
 
 
 def test_half_precision_accumulates_in_float32():
-    logits, idx = _data((2, 3, 4, 4), seed=6)
+    logits, idx = seg_batch((2, 3, 4, 4), seed=6)
     loss = MultiplicativeLoss(to_onehot_y=True, softmax=True)
     out = loss(logits.to(torch.bfloat16), idx)
     assert out.dtype == torch.float32
@@ -217,7 +179,7 @@ def test_half_precision_accumulates_in_float32():
     [((2, 3, 3, 2), "softmax"), ((1, 2, 2, 3, 2), "sigmoid"), ((2, 1, 3, 3), "sigmoid")],
 )
 def test_gradcheck(shape, mode):
-    logits, idx = _data(shape, seed=7)
+    logits, idx = seg_batch(shape, seed=7)
     n = shape[1]
     logits.requires_grad_(True)
     if n > 1:
@@ -232,8 +194,8 @@ def test_gradcheck(shape, mode):
 
 @pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
 def test_gradient_is_product_rule(mode):
-    logits, idx = _data((2, 3, 4, 3), seed=9)
-    onehot = torch.from_numpy(_np_onehot(idx.numpy(), 3))
+    logits, idx = seg_batch((2, 3, 4, 3), seed=9)
+    onehot = torch.from_numpy(np_onehot(idx.numpy(), 3))
     kw = dict(to_onehot_y=True, softmax=mode == "softmax", sigmoid=mode == "sigmoid")
 
     z1 = logits.clone().requires_grad_(True)
@@ -272,7 +234,7 @@ def test_property_matches_plain(b, n, h, w, scale, seed, include_background):
     loss = MultiplicativeLoss(include_background=include_background, to_onehot_y=True, softmax=True)
     out = loss(logits, idx).item()
     ld, lce = np_ml_factors(
-        logits.numpy(), _np_onehot(idx.numpy(), n), "softmax", include_background
+        logits.numpy(), np_onehot(idx.numpy(), n), "softmax", include_background
     )
     assert out >= 0.0
     np.testing.assert_allclose(out, ld * lce, rtol=1e-9, atol=1e-15)

@@ -92,58 +92,24 @@ def test_none_mean_is_mean() -> None:
     )
 
 
-def test_target_layouts_and_batch_of_one() -> None:
+def test_batch_of_one_equals_its_row() -> None:
+    """Layouts, bad inputs, half precision: tests/reliability/test_reliability_inputs.py."""
     z = torch.randn(4, 3, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 2])
     loss_fn = TETLoss(reduction="none")
-    ref = loss_fn(z, y)
-    torch.testing.assert_close(loss_fn(z, y.unsqueeze(1)), ref)
-    torch.testing.assert_close(loss_fn(z, y.float().unsqueeze(1)), ref)
-    torch.testing.assert_close(loss_fn(z, torch.nn.functional.one_hot(y, 3)), ref)
-    one = loss_fn(z[:1], y[:1].unsqueeze(1))
+    one = loss_fn(z[:1], y[:1])
     assert one.shape == (1,)
-    torch.testing.assert_close(one, ref[:1])
+    torch.testing.assert_close(one, loss_fn(z, y)[:1])
     assert TETLoss()(z[:1], y[:1]).ndim == 0
 
 
-def test_bad_input() -> None:
-    loss_fn = TETLoss()
-    y = torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match=r"\(B, K\).*3-d"):
-        loss_fn(torch.randn(3, 3, 2), y)
-    with pytest.raises(ValueError, match="batch size 2 but input has batch size 3"):
-        loss_fn(torch.randn(3, 3), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"in \[0, 2\], got values in \[0, 3\]"):
-        loss_fn(torch.randn(3, 3), torch.tensor([0, 1, 3]))
-    for bad in (float("nan"), float("inf"), float("-inf")):
-        z = torch.randn(3, 3)
-        z[1, 2] = bad
-        with pytest.raises(ValueError, match="must be finite"):
-            loss_fn(z, y)
-    with pytest.raises(TypeError):
-        loss_fn(torch.randint(0, 3, (3, 3)), y)
+def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="temperature"):
         TETLoss(temperature=0.0)
     with pytest.raises(ValueError, match="entropy_weight"):
         TETLoss(entropy_weight=-1.0)
     with pytest.raises(ValueError, match="max"):
         TETLoss(reduction="max")
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision(dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(4)
-    z = (torch.randn(64, 10, generator=g) * 8).to(dtype).requires_grad_()
-    y = torch.randint(0, 10, (64,), generator=g)
-    loss = TETLoss()(z, y)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    z32 = z.detach().float().requires_grad_()
-    ref = TETLoss()(z32, y)
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
-    loss.backward()
-    ref.backward()
-    assert z.grad is not None and z.grad.dtype == dtype and torch.isfinite(z.grad).all()
-    torch.testing.assert_close(z.grad.float(), z32.grad, rtol=2e-2, atol=1e-3)
 
 
 def test_temperature_attribute() -> None:

@@ -16,26 +16,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from entry_points import METRIC_CLASSES, SEG_LOSS_CLASSES, losses_of_kind
 
 from monai_calib.calibration import TemperatureScaler, fit_temperature
-from monai_calib.losses import (
-    CAMLLoss,
-    CanonicalCalibrationLoss,
-    CCTEALLoss,
-    DCALoss,
-    LDACECCLoss,
-    LDACELoss,
-    LSPlusLoss,
-    MDCALoss,
-    MiTLoss,
-    MultiplicativeLoss,
-    TETLoss,
-)
 from monai_calib.metrics import (
-    BrierScoreMetric,
-    NLLMetric,
     PooledCalibrationErrorMetric,
-    RetentionAUCMetric,
     brier_score,
     brier_statistics,
     calibration_error,
@@ -53,24 +38,9 @@ CUDA = torch.cuda.is_available()
 
 # ----------------------------------------------------------------------------- factories
 
-CLASS_LOSSES: dict[str, Callable[[int], torch.nn.Module]] = {
-    "DCALoss": lambda k: DCALoss(),
-    "MDCALoss": lambda k: MDCALoss(),
-    "MDCALoss-focal": lambda k: MDCALoss(base_loss="focal"),
-    "LSPlusLoss": lambda k: LSPlusLoss([0.6] * k),
-    "TETLoss": lambda k: TETLoss(),
-    "MiTLoss": lambda k: MiTLoss(num_classes=k),
-    "CCTEALLoss": lambda k: CCTEALLoss(num_classes=k),
-}
-MULTILABEL_LOSSES: dict[str, Callable[[], torch.nn.Module]] = {
-    "LDACELoss": LDACELoss,
-    "CanonicalCalibrationLoss": CanonicalCalibrationLoss,
-    "LDACECCLoss": LDACECCLoss,
-}
-SEG_LOSSES: dict[str, Callable[..., torch.nn.Module]] = {
-    "MultiplicativeLoss": MultiplicativeLoss,
-    "CAMLLoss": CAMLLoss,
-}
+CLASS_LOSSES = losses_of_kind("class")
+MULTILABEL_LOSSES = losses_of_kind("multilabel")
+SEG_LOSSES = SEG_LOSS_CLASSES
 
 
 def _logits(b: int = B, k: int = K, seed: int = 0) -> torch.Tensor:
@@ -109,60 +79,103 @@ def _finite(out: torch.Tensor) -> None:
     assert bool(torch.isfinite(out).all()), f"non-finite result {out}"
 
 
+def _class_target_bad(t: str) -> dict[str, tuple[Callable, type[Exception], str]]:
+    """Bad class targets, named ``t`` by the entry point: the one rule of
+    ``validation.normalize_class_target``, shared by the losses (``target``) and metrics (``y``)."""
+    return {
+        "batch_mismatch": (
+            lambda x, y: (x, y[:5]),
+            ValueError,
+            rf"{t} has batch size 5 but input has batch size 6",
+        ),
+        "label_out_of_range": (
+            lambda x, y: (x, torch.full_like(y, K)),
+            ValueError,
+            rf"{t} class indices must be in \[0, 3\], got values in \[4, 4\]",
+        ),
+        "label_negative": (
+            lambda x, y: (x, _with(y, -1)),
+            ValueError,
+            rf"{t} class indices must be in \[0, 3\], got values in \[-1, ",
+        ),
+        "float_fractional_labels": (
+            lambda x, y: (x, y.float() + 0.5),
+            ValueError,
+            rf"{t} holds float values that are not whole class indices",
+        ),
+        "soft_onehot_target": (
+            lambda x, y: (x, torch.full((B, K), 1.0 / K)),
+            ValueError,
+            rf"{t} of shape \(6, 4\) is read as one-hot .* exactly one 1",
+        ),
+        "bool_target": (
+            lambda x, y: (x, y > 1),
+            TypeError,
+            rf"{t} must hold class indices .*torch\.bool",
+        ),
+    }
+
+
+def _multihot_bad(t: str, ref: str) -> dict[str, tuple[Callable, type[Exception], str]]:
+    """Bad multi-hot targets named ``t`` (prediction named ``ref``): the one rule of
+    ``validation.check_multilabel_target``, shared by the losses and metrics."""
+    return {
+        "batch_mismatch": (
+            lambda x, y: (x, y[:5]),
+            ValueError,
+            rf"{t} must be multi-hot with the same shape as {ref} \(6, 4\), got shape \(5, 4\)",
+        ),
+        "index_target": (
+            lambda x, y: (x, _labels()),
+            ValueError,
+            rf"{t} must be multi-hot with the same shape as {ref} \(6, 4\), got shape \(6,\)",
+        ),
+        "non_binary_target": (
+            lambda x, y: (x, y * 2),
+            ValueError,
+            rf"{t} must be binary \(0/1\) multi-hot labels, got non-binary values such as \[2\.0",
+        ),
+        "negative_target": (lambda x, y: (x, -y), ValueError, rf"{t} must be binary .*\[-1\.0"),
+        "soft_target": (lambda x, y: (x, y * 0.5), ValueError, rf"{t} must be binary .*\[0\.5"),
+    }
+
+
+def _non_finite_bad(name: str) -> dict[str, tuple[Callable, type[Exception], str]]:
+    """NaN / Inf predictions (``validation.check_finite``)."""
+    return {
+        "nan_logits": (
+            lambda x, y: (_with(x, math.nan), y),
+            ValueError,
+            rf"{name} must be finite, got 1 NaN and 0 Inf",
+        ),
+        "inf_logits": (
+            lambda x, y: (_with(x, math.inf), y),
+            ValueError,
+            rf"{name} must be finite, got 0 NaN and 1 Inf",
+        ),
+    }
+
+
 # ------------------------------------------------------------ classification losses: bad
 
 CLASS_BAD = {
+    **_class_target_bad("target"),
+    **_non_finite_bad("input"),
     "ndim3": (
         lambda x, y: (x.unsqueeze(-1).expand(-1, -1, 2), y),
         ValueError,
         r"input must have shape \(B, K\).*got 3-d shape \(6, 4, 2\)",
     ),
     "ndim1": (lambda x, y: (x[:, 0], y), ValueError, r"input must have shape \(B, K\).*1-d"),
-    "batch_mismatch": (
-        lambda x, y: (x, y[:5]),
-        ValueError,
-        r"target has batch size 5 but input has batch size 6",
-    ),
-    "label_out_of_range": (
-        lambda x, y: (x, torch.full_like(y, K)),
-        ValueError,
-        r"target class indices must be in \[0, 3\], got values in \[4, 4\]",
-    ),
-    "label_negative": (
-        lambda x, y: (x, _with(y, -1)),
-        ValueError,
-        r"target class indices must be in \[0, 3\], got values in \[-1, ",
-    ),
-    "float_fractional_labels": (
-        lambda x, y: (x, y.float() + 0.5),
-        ValueError,
-        r"target holds float values that are not whole class indices",
-    ),
-    "soft_onehot_target": (
-        lambda x, y: (x, torch.full((B, K), 1.0 / K)),
-        ValueError,
-        r"target of shape \(6, 4\) is read as one-hot .* exactly one 1",
-    ),
     "multi_hot_target": (
         lambda x, y: (x, _multihot()),
         ValueError,
         r"target of shape \(6, 4\) is read as one-hot",
     ),
-    "bool_target": (lambda x, y: (x, y > 1), TypeError, r"target must hold .*torch\.bool"),
     "int_logits": (
         lambda x, y: (x.long(), y),
         TypeError,
         r"input must be a floating point tensor of logits, got dtype torch\.int64",
-    ),
-    "nan_logits": (
-        lambda x, y: (_with(x, math.nan), y),
-        ValueError,
-        r"input must be finite, got 1 NaN and 0 Inf",
-    ),
-    "inf_logits": (
-        lambda x, y: (_with(x, math.inf), y),
-        ValueError,
-        r"input must be finite, got 0 NaN and 1 Inf",
     ),
     "neg_inf_logits": (
         lambda x, y: (_with(x, -math.inf), y),
@@ -239,11 +252,24 @@ def test_classification_loss_small_batch_and_classes(name: str, b: int, k: int) 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(CLASS_LOSSES))
 def test_classification_loss_half_inputs(name: str, dtype: torch.dtype) -> None:
-    """Half-precision logits are promoted: the result is the float32 loss of the same values."""
-    x, y = _logits().to(dtype), _labels()
-    out = _class_loss(name, K, x, y)
+    """Half-precision logits are promoted: the result is the float32 loss of the same values;
+    the gradient has the input's dtype and is the float32 one up to half rounding (the gradients
+    of the loss's own parameters, e.g. temperatures, are the float32 ones)."""
+    g = torch.Generator().manual_seed(4)
+    k = 10
+    x = (torch.randn(64, k, generator=g) * 8).to(dtype).requires_grad_(True)
+    y = torch.randint(0, k, (64,), generator=g)
+    x32 = x.detach().float().requires_grad_(True)
+    half, full = CLASS_LOSSES[name](k).train(), CLASS_LOSSES[name](k).train()
+    out, ref = half(x, y), full(x32, y)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, _class_loss(name, K, x.float(), y), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    out.backward()
+    ref.backward()
+    assert x.grad.dtype == dtype and bool(torch.isfinite(x.grad).all())
+    torch.testing.assert_close(x.grad.float(), x32.grad, rtol=2e-2, atol=1e-3)
+    for p_half, p_full in zip(half.parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(p_half.grad, p_full.grad)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
@@ -260,53 +286,20 @@ def test_classification_loss_target_on_other_device(name: str) -> None:
 
 
 ML_BAD = {
+    **_multihot_bad("target", "input"),
+    **_non_finite_bad("input"),
     "ndim3": (
         lambda x, y: (x.unsqueeze(-1), y.unsqueeze(-1)),
         ValueError,
         r"input must have shape \(B, K\).*3-d",
     ),
     "ndim1": (lambda x, y: (x[:, 0], y[:, 0]), ValueError, r"input must have shape \(B, K\)"),
-    "batch_mismatch": (
-        lambda x, y: (x, y[:5]),
-        ValueError,
-        r"target must be multi-hot with the same shape as input \(6, 4\), got shape \(5, 4\)",
-    ),
-    "index_target": (
-        lambda x, y: (x, _labels()),
-        ValueError,
-        r"target must be multi-hot with the same shape as input \(6, 4\), got shape \(6,\)",
-    ),
-    "non_binary_target": (
-        lambda x, y: (x, y * 2),
-        ValueError,
-        r"target must be binary \(0/1\) multi-hot labels, got non-binary values such as \[2\.0",
-    ),
-    "negative_target": (
-        lambda x, y: (x, -y),
-        ValueError,
-        r"target must be binary .* such as \[-1\.0",
-    ),
-    "soft_target": (
-        lambda x, y: (x, y * 0.5),
-        ValueError,
-        r"target must be binary .* such as \[0\.5",
-    ),
     "nan_target": (
         lambda x, y: (x, _with(y, math.nan)),
         ValueError,
         r"target must be binary .* such as \[nan",
     ),
     "int_logits": (lambda x, y: (x.long(), y), TypeError, r"input must be a floating point"),
-    "nan_logits": (
-        lambda x, y: (_with(x, math.nan), y),
-        ValueError,
-        r"input must be finite, got 1 NaN",
-    ),
-    "inf_logits": (
-        lambda x, y: (_with(x, math.inf), y),
-        ValueError,
-        r"input must be finite, got 0 NaN and 1 Inf",
-    ),
     "empty_batch": (lambda x, y: (x[:0], y[:0]), ValueError, r"input is an empty batch"),
     "input_not_tensor": (lambda x, y: (x.tolist(), y), TypeError, r"input must be a torch\.Tensor"),
     "target_not_tensor": (
@@ -323,7 +316,7 @@ def test_multilabel_loss_bad_input(name: str, case: str) -> None:
     make, exc, pattern = ML_BAD[case]
     x, y = make(_logits(), _multihot())
     with pytest.raises(exc, match=pattern):
-        MULTILABEL_LOSSES[name]()(x, y)
+        MULTILABEL_LOSSES[name](K)(x, y)
 
 
 @pytest.mark.parametrize("shape", [(1, K), (B, 1), (B, 2), (1, 1)])
@@ -332,7 +325,7 @@ def test_multilabel_loss_small_shapes_and_layouts(name: str, shape: tuple[int, i
     """B = 1, K = 1, K = 2 are valid; bool / int / float multi-hot targets agree."""
     b, k = shape
     x, y = _logits(b, k), _multihot(b, k)
-    loss = MULTILABEL_LOSSES[name]()
+    loss = MULTILABEL_LOSSES[name](K)
     ref = loss(x, y)
     _finite(ref)
     assert float(ref) >= 0.0
@@ -343,11 +336,14 @@ def test_multilabel_loss_small_shapes_and_layouts(name: str, shape: tuple[int, i
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(MULTILABEL_LOSSES))
 def test_multilabel_loss_half_inputs(name: str, dtype: torch.dtype) -> None:
-    x, y = _logits().to(dtype), _multihot()
-    loss = MULTILABEL_LOSSES[name]()
+    """The float32 loss of the same values; a finite gradient of the input's dtype."""
+    x, y = _logits(16, 10).to(dtype).requires_grad_(True), _multihot(16, 10)
+    loss = MULTILABEL_LOSSES[name](K)
     out = loss(x, y)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, loss(x.float(), y), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, loss(x.detach().float(), y), rtol=1e-6, atol=1e-6)
+    out.backward()
+    assert x.grad.dtype == dtype and bool(torch.isfinite(x.grad).all())
 
 
 # --------------------------------------------------------------- segmentation losses
@@ -389,12 +385,12 @@ SEG_BAD = {
     "label_out_of_range": (
         lambda x, y: (x, y + 3),
         ValueError,
-        r"target class indices must be in \[0, 2\] \(input has 3 channels\), got values in \[3",
+        r"target class indices must be in \[0, 2\], got values in \[3",
     ),
     "label_negative": (
         lambda x, y: (x, y - 1),
         ValueError,
-        r"target class indices must be in \[0, 2\] .*got values in \[-1",
+        r"target class indices must be in \[0, 2\], got values in \[-1",
     ),
     "float_fractional_labels": (
         lambda x, y: (x, y.float() + 0.5),
@@ -483,10 +479,7 @@ MC_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "nll_statistics": nll_statistics,
     "retention_auc": retention_auc,
     "retention_curve": lambda p, y: retention_curve(p, y)[1],
-    "PooledCalibrationErrorMetric": _run_metric(PooledCalibrationErrorMetric, {}),
-    "BrierScoreMetric": _run_metric(BrierScoreMetric, {}),
-    "NLLMetric": _run_metric(NLLMetric, {}),
-    "RetentionAUCMetric": _run_metric(RetentionAUCMetric, {}),
+    **{name: _run_metric(cls, {}) for name, (cls, _) in METRIC_CLASSES.items()},
 }
 
 
@@ -495,51 +488,17 @@ def _probs(b: int = B, k: int = K, seed: int = 4) -> torch.Tensor:
 
 
 MC_BAD = {
+    **_class_target_bad("y"),
+    **_non_finite_bad("y_pred"),
     "ndim1": (
         lambda p, y: (p[:, 0], y),
         ValueError,
         r"y_pred must have shape \(B, K\) or \(B, K, \*spatial\).*got shape \(6,\)",
     ),
-    "batch_mismatch": (
-        lambda p, y: (p, y[:5]),
-        ValueError,
-        r"y has batch size 5 but input has batch size 6",
-    ),
-    "label_out_of_range": (
-        lambda p, y: (p, torch.full_like(y, K)),
-        ValueError,
-        r"y class indices must be in \[0, 3\], got values in \[4, 4\]",
-    ),
-    "label_negative": (
-        lambda p, y: (p, _with(y, -1)),
-        ValueError,
-        r"y class indices must be in \[0, 3\], got values in \[-1",
-    ),
-    "float_fractional_labels": (
-        lambda p, y: (p, y.float() + 0.5),
-        ValueError,
-        r"y holds float values that are not whole class indices",
-    ),
-    "soft_onehot_y": (
-        lambda p, y: (p, torch.full((B, K), 0.25)),
-        ValueError,
-        r"y of shape \(6, 4\) is read as one-hot",
-    ),
-    "bool_y": (lambda p, y: (p, y > 1), TypeError, r"y must hold class indices .*torch\.bool"),
     "int_y_pred": (
         lambda p, y: (p.long(), y),
         TypeError,
         r"y_pred must be a floating point tensor .*got dtype torch\.int64",
-    ),
-    "nan_probs": (
-        lambda p, y: (_with(p, math.nan), y),
-        ValueError,
-        r"y_pred must be finite, got 1 NaN and 0 Inf",
-    ),
-    "inf_probs": (
-        lambda p, y: (_with(p, math.inf), y),
-        ValueError,
-        r"y_pred must be finite, got 0 NaN and 1 Inf",
     ),
     "probs_not_summing_to_1": (
         lambda p, y: (p * 0.5, y),
@@ -623,10 +582,9 @@ def test_multiclass_metric_empty_batch_is_documented_nan(name: str) -> None:
     assert bool(torch.isnan(out))
 
 
-@pytest.mark.parametrize(
-    "cls", [PooledCalibrationErrorMetric, BrierScoreMetric, NLLMetric, RetentionAUCMetric]
-)
-def test_metric_class_empty_batch_in_stream_changes_nothing(cls: type) -> None:
+@pytest.mark.parametrize("name", list(METRIC_CLASSES))
+def test_metric_class_empty_batch_in_stream_changes_nothing(name: str) -> None:
+    cls = METRIC_CLASSES[name][0]
     p, y = _probs(), _labels()
     a, b = cls(), cls()
     a(p, y)
@@ -658,40 +616,17 @@ ML_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "PooledCalibrationErrorMetric[marginal]": _run_metric(
         PooledCalibrationErrorMetric, {"target": "marginal"}
     ),
-    "BrierScoreMetric[multilabel]": _run_metric(BrierScoreMetric, {"multilabel": True}),
-    "NLLMetric[multilabel]": _run_metric(NLLMetric, {"multilabel": True}),
+    **{
+        f"{name}[multilabel]": _run_metric(METRIC_CLASSES[name][0], {"multilabel": True})
+        for name in ("BrierScoreMetric", "NLLMetric")
+    },
 }
 
 ML_METRIC_BAD = {
+    **_multihot_bad("y", "y_pred"),
+    **_non_finite_bad("y_pred"),
     "ndim1": (lambda p, y: (p[:, 0], y[:, 0]), ValueError, r"y_pred must have shape"),
-    "batch_mismatch": (
-        lambda p, y: (p, y[:5]),
-        ValueError,
-        r"y must be multi-hot .*same shape as (y_pred|input) \(6, 4\), got shape \(5, 4\)",
-    ),
-    "index_y": (
-        lambda p, y: (p, _labels()),
-        ValueError,
-        r"y must be multi-hot .*got shape \(6,\)",
-    ),
-    "non_binary_y": (
-        lambda p, y: (p, y * 2),
-        ValueError,
-        r"y must be binary \(0/1\) multi-hot labels, got non-binary values such as \[2\.0",
-    ),
-    "negative_y": (lambda p, y: (p, -y), ValueError, r"y must be binary .*\[-1\.0"),
-    "soft_y": (lambda p, y: (p, y * 0.5), ValueError, r"y must be binary .*\[0\.5"),
     "int_y_pred": (lambda p, y: (p.long(), y), TypeError, r"y_pred must be a floating point"),
-    "nan_probs": (
-        lambda p, y: (_with(p, math.nan), y),
-        ValueError,
-        r"y_pred must be finite, got 1 NaN",
-    ),
-    "inf_probs": (
-        lambda p, y: (_with(p, math.inf), y),
-        ValueError,
-        r"y_pred must be finite, got 0 NaN and 1 Inf",
-    ),
     "probs_above_1": (
         lambda p, y: (p + 1.0, y),
         ValueError,

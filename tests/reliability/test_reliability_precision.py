@@ -19,31 +19,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 
 import pytest
 import torch
+from entry_points import LOSSES, METRIC_CLASSES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monai_calib.losses import (
-    CAMLLoss,
-    CanonicalCalibrationLoss,
-    CCTEALLoss,
-    DCALoss,
-    LDACECCLoss,
-    LDACELoss,
-    LSPlusLoss,
-    MDCALoss,
-    MiTLoss,
-    MultiplicativeLoss,
-    TETLoss,
-)
 from monai_calib.metrics import (
-    BrierScoreMetric,
-    NLLMetric,
-    PooledCalibrationErrorMetric,
-    RetentionAUCMetric,
     brier_score,
     calibration_error,
     negative_log_likelihood,
@@ -53,22 +36,6 @@ from monai_calib.metrics import (
 BF16_RTOL = 1e-2
 BF16_ATOL = 1e-3
 PROPS = settings(max_examples=25, deadline=None)
-
-# name -> (factory(k), kind, lower bound as a function of (loss, k))
-LOSSES: dict[str, tuple[Callable[[int], torch.nn.Module], str]] = {
-    "DCALoss": (lambda k: DCALoss(), "class"),
-    "MDCALoss": (lambda k: MDCALoss(), "class"),
-    "MDCALoss-focal": (lambda k: MDCALoss(base_loss="focal"), "class"),
-    "LSPlusLoss": (lambda k: LSPlusLoss([0.6] * k), "class"),
-    "TETLoss": (lambda k: TETLoss(), "class"),
-    "MiTLoss": (lambda k: MiTLoss(num_classes=k), "class"),
-    "CCTEALLoss": (lambda k: CCTEALLoss(num_classes=k), "class"),
-    "LDACELoss": (lambda k: LDACELoss(), "multilabel"),
-    "CanonicalCalibrationLoss": (lambda k: CanonicalCalibrationLoss(), "multilabel"),
-    "LDACECCLoss": (lambda k: LDACECCLoss(), "multilabel"),
-    "MultiplicativeLoss": (lambda k: MultiplicativeLoss(to_onehot_y=True, softmax=True), "seg"),
-    "CAMLLoss": (lambda k: CAMLLoss(to_onehot_y=True, softmax=True), "seg"),
-}
 
 
 def _lower_bound(name: str, loss: torch.nn.Module, k: int) -> float:
@@ -197,21 +164,7 @@ def test_metric_bounds_and_order_invariance(name: str, b: int, k: int, seed: int
     torch.testing.assert_close(fn(p[perm], y[perm]), out, rtol=1e-9, atol=1e-12)
 
 
-CLASSES = {
-    "PooledCalibrationErrorMetric": (lambda: PooledCalibrationErrorMetric(), "calibration_error"),
-    "BrierScoreMetric": (lambda: BrierScoreMetric(), "brier_score"),
-    "NLLMetric": (lambda: NLLMetric(), "negative_log_likelihood"),
-    "RetentionAUCMetric": (lambda: RetentionAUCMetric(), "retention_auc"),
-}
-ONE_SHOT = {
-    "calibration_error": calibration_error,
-    "brier_score": brier_score,
-    "negative_log_likelihood": negative_log_likelihood,
-    "retention_auc": retention_auc,
-}
-
-
-@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("name", list(METRIC_CLASSES))
 @PROPS
 @given(
     b=st.integers(2, 40),
@@ -222,14 +175,14 @@ ONE_SHOT = {
 def test_metric_streaming_equals_one_shot(
     name: str, b: int, k: int, seed: int, cuts: list[float]
 ) -> None:
-    make, functional = CLASSES[name]
+    make, functional = METRIC_CLASSES[name]
     p, y = _probs(b, k, seed), _labels(b, k, seed)
     bounds = sorted({0, b, *(int(c * b) for c in cuts)})
     metric = make()
     for s, e in itertools.pairwise(bounds):
         metric(p[s:e], y[s:e])
     torch.testing.assert_close(
-        metric.aggregate().double(), ONE_SHOT[functional](p, y).double(), rtol=1e-9, atol=1e-12
+        metric.aggregate().double(), functional(p, y).double(), rtol=1e-9, atol=1e-12
     )
 
 

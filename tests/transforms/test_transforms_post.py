@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.transforms import Compose, MapTransform, Transform
 
+from monai_calib.calibration import TemperatureScaler
 from monai_calib.losses.cct_eal import CCTEALLoss
 from monai_calib.losses.mit import MiTLoss
 from monai_calib.losses.tet import TETLoss
@@ -73,6 +74,20 @@ def test_temperature_scale_reads_mit_temperature_at_call_time():
         loss.scale_logits(batch).numpy(),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [TETLoss(temperature=0.3), MiTLoss(K, init_temperature=2.5), TemperatureScaler(1.7)],
+    ids=["TETLoss", "MiTLoss", "TemperatureScaler"],
+)
+def test_every_temperature_holder_has_a_0d_tensor_temperature(holder):
+    """One meaning of ``temperature``, a detached 0-d tensor: any holder drives the transform."""
+    t = holder.temperature
+    assert isinstance(t, torch.Tensor) and t.ndim == 0 and not t.requires_grad
+    z = logits(5, K, seed=3)
+    expected = softmax64(z.double().numpy() / float(t), axis=1)
+    np.testing.assert_allclose(TemperatureScale(holder, dim=1)(z).numpy(), expected, rtol=1e-5)
 
 
 def test_temperature_scale_tet():
@@ -160,7 +175,7 @@ def test_cct_eal_errors():
     loss = trained_cct_eal()
     with pytest.raises(ValueError, match="oracle"):
         CCTEALProbability(loss, rule="oracle")
-    with pytest.raises(ValueError, match="rule"):
+    with pytest.raises(ValueError, match="'mean'"):
         CCTEALProbability(loss, rule="mean")
     with pytest.raises(ValueError, match="temperatures"):
         CCTEALProbability([1.0, -1.0])
