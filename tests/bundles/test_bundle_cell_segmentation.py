@@ -153,6 +153,12 @@ def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
 
     bundle.run(["inference.json", overlay], **ov)
     test_ids = [d["id"] for d in parser.get_parsed_content("datalists#test")]
+    # MONAI's MetricsSaver: the evaluator's metrics, and per-image Dice named by image id
+    with open(tmp_path / "eval" / "evaluator" / "metrics.csv") as f:
+        saved = dict(csv.reader(f))
+    assert float(saved["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
+    with open(tmp_path / "eval" / "evaluator" / "val_dice_raw.csv") as f:
+        assert [r[0] for r in list(csv.reader(f))[1:]] == test_ids
     for image_id in test_ids:
         seg = np.asarray(Image.open(tmp_path / "inference" / f"{image_id}_seg.png"))
         image = Image.open(Path(data_root) / "images" / f"{image_id}.png")

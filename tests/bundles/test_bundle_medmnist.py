@@ -103,6 +103,11 @@ def _check_eval_outputs(eval_dir: Path):
     assert rows[0][: len(metrics)] == list(metrics)
     for png in ("reliability.png", "confidence_density.png", "retention.png"):
         assert (eval_dir / png).stat().st_size > 1000
+    # MONAI's MetricsSaver: the evaluator's own metrics on the test split, one "name,value" row each
+    with open(eval_dir / "evaluator" / "metrics.csv") as f:
+        saved = dict(csv.reader(f))
+    assert {"val_auc", "val_ece", "val_nll", "val_brier"} <= set(saved)
+    assert float(saved["val_ece"]) == pytest.approx(metrics["ece"], abs=1e-6)
     return metrics
 
 
