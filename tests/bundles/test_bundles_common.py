@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,32 @@ def test_bundle_path_command(shared: bool):
     cmd = [sys.executable, "-m", "monai_calib", "bundle-path", "rfmid_multilabel", *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
     assert out.strip() == (str(SHARED) if shared else bundle_dir("rfmid_multilabel"))
+
+
+README_SECTIONS = [
+    "Overview",
+    "Data",
+    "Training configuration",
+    "Input",
+    "Output",
+    "Performance",
+    "Commands",
+    "References",
+    "Licence",
+]
+
+
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+def test_readme_follows_the_template_and_names_existing_files(name: str):
+    """Model-zoo order of sections; every ``$B/configs/...`` and ``$S/...`` path its commands use
+    exists (``B`` = the bundle folder, ``S`` = ``$B/../_shared``)."""
+    text = (ROOT / name / "docs" / "README.md").read_text()
+    assert re.findall(r"^## (.+)$", text, flags=re.M) == README_SECTIONS
+    commands = text[text.index("## Commands") : text.index("## References")]
+    assert f"bundle-path {name})" in commands
+    used = re.findall(r"\$([BS])/([\w./]+\.(?:json|conf))", commands)
+    assert used
+    for var, rel in used:
+        base = ROOT / name if var == "B" else SHARED
+        assert (base / rel).is_file(), f"{var}/{rel}"
+    assert not re.search(r"configs/(loss|regime)_|configs/logging\.conf", text)
