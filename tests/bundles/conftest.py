@@ -13,6 +13,7 @@ absolute path (a test's own overlay) as it is.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_calib.bundles import bundle_dir, logging_file, overlay_file
@@ -74,6 +76,16 @@ class BundleRunner:
         wf.finalize()
         return wf
 
+    def train_and_evaluate(self, loss: str, output_dir: Path, **overrides: Any) -> dict[str, Any]:
+        """Train ``train.json`` + ``loss_<loss>.json``, check that the checkpoint holds the network
+        and the loss state, evaluate it with ``evaluate.json``; the ``eval/metrics.json`` report."""
+        files = ["train.json", f"loss_{loss}.json"]
+        self.run(files, output_dir=str(output_dir), loss_name=loss, **overrides)
+        state = torch.load(Path(output_dir) / "models" / "model.pt", weights_only=True)
+        assert {"model", "loss"} <= set(state)
+        self.run([*files, "evaluate.json"], output_dir=str(output_dir), loss_name=loss, **overrides)
+        return json.loads((Path(output_dir) / "eval" / "metrics.json").read_text())
+
     def run_cli(
         self, files: Sequence[str | os.PathLike], nproc: int | None = None, **overrides: Any
     ) -> subprocess.CompletedProcess:
@@ -108,3 +120,12 @@ class BundleRunner:
 def bundle(request: pytest.FixtureRequest) -> BundleRunner:
     """The bundle named by the test module's ``BUNDLE``, run with its ``DEFAULTS``."""
     return BundleRunner(request.module.BUNDLE, getattr(request.module, "DEFAULTS", None))
+
+
+@pytest.fixture(scope="module")
+def ce_run(bundle: BundleRunner, tmp_path_factory: pytest.TempPathFactory, data_root: str) -> Path:
+    """A classification bundle's one-epoch cross-entropy run on the module's ``data_root``: the
+    baseline that ``loss_ls_plus`` reads (``--baseline_checkpoint``)."""
+    out = tmp_path_factory.mktemp("ce")
+    bundle.run(["train.json", "loss_ce.json"], data_root=data_root, output_dir=str(out))
+    return out

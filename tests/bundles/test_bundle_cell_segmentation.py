@@ -77,13 +77,8 @@ def test_the_three_overlays_exist():
 
 def test_config_ids_users_override_exist(bundle):
     parser = bundle.parser(["train.json"])
-    for key in (
-        "bundle_root", "data_root", "dataset_dir", "image_size", "patch_size", "num_classes",
-        "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp", "output_dir",
-        "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers", "probability_transform",
-        "val_metrics", "select_metric",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"patch_size"} <= set(parser.get())
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
     assert parser.get_parsed_content("select_metric") == "dice"
     assert parser.get_parsed_content("lower_is_better") is False
@@ -96,14 +91,10 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _overrides(out_dir, data_root, loss):
-    return {"data_root": data_root, "output_dir": str(out_dir), "loss_name": loss}
-
-
-def test_split(bundle, data_root, tmp_path):
+def test_split(bundle, data_root):
     from monai_calib.data import dsb2018_split
 
-    parser = bundle.parser(["train.json"], **DEFAULTS, **_overrides(tmp_path, data_root, "dice_ce"))
+    parser = bundle.parser(["train.json"], **DEFAULTS, data_root=data_root)
     lists = {k: [d["id"] for d in v] for k, v in parser.get_parsed_content("datalists").items()}
     assert lists["test"] == dsb2018_split(data_root, num_test=2, seed=0)["test"]
     assert [len(lists[k]) for k in ("train", "val", "test")] == [2, 1, 2]
@@ -112,14 +103,10 @@ def test_split(bundle, data_root, tmp_path):
 
 @pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
 def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
-    ov = _overrides(tmp_path, data_root, loss)
+    ov = {"data_root": data_root, "output_dir": str(tmp_path), "loss_name": loss}
     overlay = f"loss_{loss}.json"
-    bundle.run(["train.json", overlay], **ov)
+    metrics = bundle.train_and_evaluate(loss, tmp_path, data_root=data_root)
     ckpt = tmp_path / "models" / "model.pt"
-    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
-
-    bundle.run(["train.json", overlay, "evaluate.json"], **ov)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
         assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
     assert metrics["n"] == 2
@@ -170,7 +157,7 @@ def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
 def test_missing_data_is_explained(bundle, tmp_path):
     files = ["train.json", "loss_dice_ce.json"]
     with pytest.raises(Exception) as err:
-        bundle.run(files, **_overrides(tmp_path, str(tmp_path), "dice_ce"))
+        bundle.run(files, data_root=str(tmp_path), output_dir=str(tmp_path))
     assert "index.csv" in bundle.error_text(err.value)
     # no default data folder: data_root must be passed
     assert bundle.parser(["train.json"]).get("data_root") is None

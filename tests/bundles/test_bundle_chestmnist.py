@@ -31,12 +31,8 @@ def test_bundle_is_listed_and_has_every_overlay():
 
 def test_config_ids_users_override_exist(bundle):
     parser = bundle.parser(["train.json"])
-    for key in (
-        "bundle_root", "dataset_flag", "data_root", "download", "image_size", "max_epochs",
-        "batch_size", "learning_rate", "seed", "device", "output_dir", "loss_name",
-        "select_metric", "grad_clip_norm", "probability_transform",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"dataset_flag", "download", "grad_clip_norm"} <= set(parser.get())
     assert parser.get_parsed_content("num_classes") == 14
     clip = [h for h in parser.get("train#handlers") if "GradientClipping" in h["_target_"]]
     assert clip == [

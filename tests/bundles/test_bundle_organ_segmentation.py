@@ -13,7 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from monai_calib.bundles import overlays
 
@@ -72,13 +71,8 @@ def test_the_three_overlays_exist():
 
 def test_config_ids_users_override_exist(bundle):
     parser = bundle.parser(["train.json"])
-    for key in (
-        "bundle_root", "data_root", "dataset_dir", "image_size", "roi_size", "pixdim",
-        "num_classes", "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp",
-        "output_dir", "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers",
-        "probability_transform", "val_metrics", "select_metric",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"roi_size", "pixdim"} <= set(parser.get())
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
     assert parser.get_parsed_content("select_metric") == "dice"
 
@@ -90,12 +84,8 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _overrides(out_dir, data_root, loss):
-    return {"data_root": data_root, "output_dir": str(out_dir), "loss_name": loss}
-
-
-def test_split_is_seeded_and_disjoint(bundle, data_root, tmp_path):
-    parser = bundle.parser(["train.json"], **DEFAULTS, **_overrides(tmp_path, data_root, "dice_ce"))
+def test_split_is_seeded_and_disjoint(bundle, data_root):
+    parser = bundle.parser(["train.json"], **DEFAULTS, data_root=data_root)
     lists = parser.get_parsed_content("datalists")
     names = {k: [os.path.basename(d["image"]) for d in v] for k, v in lists.items()}
     assert [len(names[k]) for k in ("train", "val", "test")] == [3, 1, 1]
@@ -107,14 +97,9 @@ def test_split_is_seeded_and_disjoint(bundle, data_root, tmp_path):
 
 @pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
 def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
-    ov = _overrides(tmp_path, data_root, loss)
+    ov = {"data_root": data_root, "output_dir": str(tmp_path), "loss_name": loss}
     overlay = f"loss_{loss}.json"
-    bundle.run(["train.json", overlay], **ov)
-    ckpt = tmp_path / "models" / "model.pt"
-    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
-
-    bundle.run(["train.json", overlay, "evaluate.json"], **ov)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = bundle.train_and_evaluate(loss, tmp_path, data_root=data_root)
     for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
         assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
     assert metrics["n"] == 1
@@ -145,7 +130,7 @@ def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
 def test_missing_data_root_is_explained(bundle, tmp_path):
     with pytest.raises(Exception) as err:
         bundle.run(
-            ["train.json", "loss_dice_ce.json"], **_overrides(tmp_path, str(tmp_path), "dice_ce")
+            ["train.json", "loss_dice_ce.json"], data_root=str(tmp_path), output_dir=str(tmp_path)
         )
     msgs = [str(e) for e in bundle.exceptions(err.value)]
     assert any("pass --data_root PATH" in m and "not found" in m for m in msgs), msgs

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from monai.bundle import verify_metadata
+from monai.bundle import ConfigParser, verify_metadata
 from monai.bundle.config_item import ComponentLocator
 
 from monai_calib.bundles import (
@@ -160,3 +161,22 @@ def test_readme_follows_the_template_and_names_existing_files(name: str):
         base = ROOT / name if var == "B" else SHARED
         assert (base / rel).is_file(), f"{var}/{rel}"
     assert not re.search(r"configs/(loss|regime)_|configs/logging\.conf", text)
+
+
+# ids every bundle's train.json defines (users override them; compare and the docs rely on them)
+COMMON_IDS = (
+    "bundle_root", "data_root", "dataset_dir", "image_size", "max_epochs", "batch_size",
+    "learning_rate", "seed", "device", "amp", "output_dir", "ckpt_dir", "loss_name", "loss_def",
+    "loss",
+    "loss_handlers", "probability_transform", "val_metrics", "select_metric", "num_classes",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+def test_train_json_has_the_common_ids(name: str):
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / name / "configs" / "train.json")])
+    for key in COMMON_IDS:
+        assert key in parser.get(), key
+    assert os.path.isdir(parser.get_parsed_content("bundle_root"))
+    assert parser.get_parsed_content("bundle_root") == bundle_dir(name)
