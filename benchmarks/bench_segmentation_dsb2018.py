@@ -3,7 +3,7 @@
 """DiceCE vs Multiplicative (ML) vs Confidence-Adaptive Multiplicative (CAML) loss on DSB2018.
 
 Runs the ``cell_segmentation`` bundle (same network, data, augmentation and epochs for every
-loss; only the ``configs/loss_<name>.json`` overlay differs) on the real DSB2018 stage-1 folder
+loss; only the ``loss_<name>.json`` overlay differs) on the real DSB2018 stage-1 folder
 with the fixed split of :func:`monai_calib.data.dsb2018_split` (20 test images, seed 0; of the
 remaining 45, 5 seeded validation images pick the checkpoint and 40 are trained on), for several
 seeds, then evaluates each run on the 20 test images (sliding window over whole images) and
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import bundle_dir, overlay_file
 
 __all__ = ["main"]
 
@@ -85,7 +85,7 @@ def _step_times(
     parsers, batch = {}, None
     for name in losses:
         parser = ConfigParser()
-        parser.read_config([str(configs / "train.json"), str(configs / f"loss_{name}.json")])
+        parser.read_config([str(configs / "train.json"), overlay_file("cell_segmentation", name)])
         parser.update(overrides)
         parsers[name] = parser
         if batch is None:
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "sw_overlap": args.overlap,
                 "features": features,
             }
-            files = [str(configs / "train.json"), str(configs / f"loss_{name}.json")]
+            files = [str(configs / "train.json"), overlay_file("cell_segmentation", name)]
             t0 = time.time()
             epoch_times = _train(files, meta, overrides)
             wf = _workflow([*files, str(configs / "evaluate.json")], meta, overrides)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("compare",)
+COMMANDS = ("compare", "bundle-path")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,14 +16,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "usage: python -m monai_calib <command> [options]\n\n"
             "commands:\n"
-            "  compare   train a bundle once per loss and seed and write a calibration report\n\n"
-            "'python -m monai_calib compare --help' lists its options."
+            "  compare      train a bundle once per loss and seed and write a calibration report\n"
+            "  bundle-path  print the folder of a shipped bundle (clone or installed wheel)\n\n"
+            "'python -m monai_calib <command> --help' lists its options."
         )
         return 0 if args else 2
     if args[0] == "compare":
         from monai_calib.cli.compare import main as compare_main
 
         return compare_main(args[1:])
+    if args[0] == "bundle-path":
+        from monai_calib.bundles import main as bundle_path_main
+
+        return bundle_path_main(args[1:])
     print(f"unknown command {args[0]!r}; valid commands: {list(COMMANDS)}", file=sys.stderr)
     return 2
 

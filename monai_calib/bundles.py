@@ -1,27 +1,51 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Locating the MONAI bundles shipped with the package.
+"""Locating the MONAI bundles shipped with the package, their overlays, and config-time checks.
 
 The bundles live in the repository's top-level ``bundles/`` folder; a built wheel carries the same
 files as package data under ``monai_calib/_bundles/`` (``pyproject.toml`` maps the folder there).
+Next to the bundles, ``_shared/`` holds what the bundles of one task family share, once::
+
+    _shared/logging.conf                      every bundle's logging configuration
+    _shared/<family>/loss_<name>.json         the family's loss overlays
+    _shared/<family>/regime_<name>.json       the family's training-regime overlays
+
+so ``<bundle>/../_shared/...`` is a valid path in a clone and in an installed wheel alike.
+``python -m monai_calib bundle-path <name>`` prints a bundle's folder for shell commands.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["BUNDLE_NAMES", "bundle_dir", "require_checkpoint", "require_file"]
+__all__ = [
+    "BUNDLE_FAMILIES",
+    "BUNDLE_NAMES",
+    "bundle_dir",
+    "logging_file",
+    "main",
+    "overlay_file",
+    "overlays",
+    "require",
+    "require_checkpoint",
+    "require_file",
+    "shared_dir",
+]
 
-BUNDLE_NAMES = (
-    "medmnist_classification",
-    "pad_ufes20_classification",
-    "cell_segmentation",
-    "organ_segmentation",
-    "chestmnist_multilabel",
-    "rfmid_multilabel",
-)
-
+# bundle -> task family: the bundles of one family share the overlays in _shared/<family>/
+BUNDLE_FAMILIES = {
+    "medmnist_classification": "classification",
+    "pad_ufes20_classification": "classification",
+    "cell_segmentation": "segmentation",
+    "organ_segmentation": "segmentation",
+    "chestmnist_multilabel": "multilabel",
+    "rfmid_multilabel": "multilabel",
+}
+BUNDLE_NAMES = tuple(BUNDLE_FAMILIES)
+SHARED = "_shared"
 
 # Wheel (non-editable) install: the bundles are package data next to this module.
 _PACKAGED_BUNDLES = Path(__file__).resolve().parent / "_bundles"
@@ -66,21 +90,95 @@ def bundle_dir(name: str) -> str:
     )
 
 
+def shared_dir(bundle: str | None = None) -> str:
+    """The ``_shared`` folder next to ``bundle`` (a name or folder), or next to the named bundles.
+
+    For a bundle folder that has no ``_shared`` sibling (a copy outside the package), the shipped
+    ``_shared`` folder is returned.
+    """
+    if bundle is not None:
+        sibling = Path(bundle_dir(bundle)).parent / SHARED
+        if sibling.is_dir():
+            return str(sibling)
+    return str(_bundles_root() / SHARED)
+
+
+def logging_file(bundle: str | None = None) -> str:
+    """The logging configuration every bundle uses (``_shared/logging.conf``), for
+    ``python -m monai.bundle run --logging_file`` or ``ConfigWorkflow(logging_file=...)``."""
+    return str(Path(shared_dir(bundle)) / "logging.conf")
+
+
+def overlays(bundle: str, kind: str = "loss") -> dict[str, str]:
+    """Every ``<kind>_<name>.json`` overlay of ``bundle``, as ``{name: absolute path}``, sorted.
+
+    The overlays are those of the bundle's task family (``_shared/<family>/``, see
+    ``BUNDLE_FAMILIES``); a file of the same name in the bundle's own ``configs/`` replaces the
+    shared one, so a bundle (or a copy of one) can specialise an overlay.
+
+    Args:
+        bundle: bundle name or folder, as for :py:func:`bundle_dir`.
+        kind: overlay prefix: ``"loss"`` or ``"regime"``.
+    """
+    root = Path(bundle_dir(bundle))
+    found: dict[str, str] = {}
+    family = BUNDLE_FAMILIES.get(root.name)
+    folders = [Path(shared_dir(bundle)) / family] if family else []
+    for folder in [*folders, root / "configs"]:
+        for path in folder.glob(f"{kind}_*.json"):
+            found[path.stem[len(kind) + 1 :]] = str(path)
+    return dict(sorted(found.items()))
+
+
+def overlay_file(bundle: str, name: str, kind: str = "loss") -> str:
+    """Absolute path of the overlay ``<kind>_<name>.json`` of ``bundle`` (see :py:func:`overlays`).
+
+    Raises:
+        ValueError: ``bundle`` has no such overlay; the message lists the valid names.
+    """
+    found = overlays(bundle, kind)
+    require(
+        name in found,
+        f"{kind} overlay {name!r} not found for bundle {Path(bundle).name!r}: expected one of "
+        f"{list(found)}.",
+    )
+    return found[name]
+
+
+def require(condition: object, message: str, error: type[Exception] = ValueError) -> bool:
+    """Return ``True`` if ``condition`` is truthy, else raise ``error(message)``.
+
+    The bundles' configs call it in ``$`` expressions (``initialize`` lists, ids that must hold)
+    to stop early with a message for the user, e.g.
+    ``"$monai_calib.bundles.require(@task_info['multi_label'], 'dataset_flag must be ...')"``.
+
+    Raises:
+        ValueError: or ``error``, with ``message``, when ``condition`` is falsy.
+    """
+    if not condition:
+        raise error(message)
+    return True
+
+
 def require_file(path: str, what: str = "file") -> str:
-    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming ``what``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path!r}.")
+    """Return ``path`` if it is a file.
+
+    Raises:
+        FileNotFoundError: naming ``what`` and ``path`` when it is not.
+    """
+    require(os.path.isfile(path), f"{what} not found: {path!r}.", FileNotFoundError)
     return path
 
 
 def require_checkpoint(path: str, what: str = "checkpoint") -> str:
     """Return ``path`` if it holds a checkpoint that loads with ``weights_only=True``.
 
-    A missing file raises ``FileNotFoundError``; an empty, truncated or foreign file raises
-    ``ValueError`` naming the file and the reason, before any network or loss is touched (torch's
-    own messages for these cases name no file).
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: an empty, truncated or foreign file, naming the file and the reason, before any
+            network or loss is touched (torch's own messages for these cases name no file).
     """
-    import torch
+    import torch  # deferred: locating bundles must not cost a torch import
 
     require_file(path, what)
     try:
@@ -90,9 +188,25 @@ def require_checkpoint(path: str, what: str = "checkpoint") -> str:
             f"{what} {path!r} could not be read as a PyTorch checkpoint with weights_only=True "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty or truncated'})."
         ) from e
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"{what} {path!r} must hold a dict of state_dicts (as CheckpointSaver writes), got "
-            f"{type(state).__name__}."
-        )
+    require(
+        isinstance(state, dict),
+        f"{what} {path!r} must hold a dict of state_dicts (as CheckpointSaver writes), got "
+        f"{type(state).__name__}.",
+    )
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monai_calib bundle-path NAME``: print the folder of a shipped bundle.
+
+    With ``--shared`` it prints the ``_shared`` folder next to it instead.
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m monai_calib bundle-path",
+        description="Print the folder of a shipped bundle (in a clone or an installed wheel).",
+    )
+    p.add_argument("name", choices=BUNDLE_NAMES, help="bundle name")
+    p.add_argument("--shared", action="store_true", help="print its _shared folder instead")
+    args = p.parse_args(argv)
+    print(shared_dir(args.name) if args.shared else bundle_dir(args.name))
+    return 0

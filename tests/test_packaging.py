@@ -1,7 +1,8 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""The built wheel carries the bundles (``bundles/`` -> ``monai_calib/_bundles/``) and every module,
-and ``monai_calib.bundles`` finds the packaged bundles before the repository's."""
+"""The built wheel carries the bundles (``bundles/`` -> ``monai_calib/_bundles/``), their shared
+overlays and ``logging.conf`` (``_shared/``) and every module, and ``monai_calib.bundles`` finds
+the packaged bundles and overlays before the repository's."""
 
 from __future__ import annotations
 
@@ -68,11 +69,16 @@ def test_wheel_carries_every_bundle_file(wheel_names: set[str]):
             f"{prefix}/docs/README.md",
             f"{prefix}/LICENSE",
         }
-        # every config overlay, logging.conf and doc the repository holds for this bundle
+        # every config and doc the repository holds for this bundle
         for sub in ("configs", "docs"):
             expected |= {
                 f"{prefix}/{sub}/{p.name}" for p in (ROOT / "bundles" / name / sub).iterdir()
             }
+    # the overlays each task family shares and the one logging.conf
+    shared = ROOT / "bundles" / "_shared"
+    files = [p for p in shared.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert {p.name for p in files} >= {"logging.conf", "loss_ce.json", "loss_bce.json"}
+    expected |= {f"monai_calib/_bundles/{p.relative_to(shared.parent).as_posix()}" for p in files}
     assert sorted(expected - wheel_names) == []
 
 
@@ -103,10 +109,19 @@ def test_installed_wheel_finds_its_own_bundles(wheel: Path, tmp_path: Path, monk
     spec = spec_from_file_location("installed_bundles", site / "monai_calib" / "bundles.py")
     installed = module_from_spec(spec)
     spec.loader.exec_module(installed)
+    packaged = site / "monai_calib" / "_bundles"
     for name in BUNDLE_NAMES:
         found = Path(installed.bundle_dir(name))
-        assert found == site / "monai_calib" / "_bundles" / name
+        assert found == packaged / name
         assert (found / "configs" / "train.json").is_file()
+        # the overlays resolve inside the installed package, as the docs' ../_shared paths do
+        family = installed.BUNDLE_FAMILIES[name]
+        overlays = installed.overlays(name)
+        assert overlays and {Path(p).parent for p in overlays.values()} == {
+            packaged / "_shared" / family
+        }
+        assert Path(installed.logging_file(name)) == packaged / "_shared" / "logging.conf"
+        assert (found / ".." / "_shared" / family / Path(overlays[min(overlays)]).name).is_file()
 
 
 def make_bundle(root: Path, name: str) -> Path:

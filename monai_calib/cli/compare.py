@@ -2,13 +2,13 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """``python -m monai_calib compare``: which loss gives the best-calibrated model, and is it real?
 
-Each run is the bundle's own ``train.json`` merged with ``configs/loss_<name>.json`` (and, with
-``--regime NAME``, ``configs/regime_<NAME>.json``), then the same plus ``evaluate.json``; both run
-in this process through ``monai.bundle.ConfigWorkflow``. For classification bundles each trained
-model is also evaluated after post-hoc temperature scaling fitted on the validation split (a
-``<loss>+ts`` row), and every loss is compared with cross-entropy by a paired bootstrap over the
-test images. The report is built from each run's ``eval/metrics.json`` and
-``eval/predictions.npz``.
+Each run is the bundle's own ``train.json`` merged with the overlay ``loss_<name>.json`` (and, with
+``--regime NAME``, ``regime_<NAME>.json``; see ``monai_calib.bundles.overlays``), then the same plus
+``evaluate.json``; both run in this process through ``monai.bundle.ConfigWorkflow``. For
+classification bundles each trained model is also evaluated after post-hoc temperature scaling
+fitted on the validation split (a ``<loss>+ts`` row), and every loss is compared with cross-entropy
+by a paired bootstrap over the test images. The report is built from each run's
+``eval/metrics.json`` and ``eval/predictions.npz``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import bundle_dir, logging_file, overlay_file, overlays
 from monai_calib.handlers import report_files as files
 from monai_calib.metrics.registry import METRIC_INFO
 
@@ -99,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--losses",
         default=None,
-        help="comma-separated loss overlay names (configs/loss_<name>.json); default: "
+        help="comma-separated loss overlay names (loss_<name>.json); default: "
         f"{','.join(DEFAULT_LOSSES)} for the classification bundles, every overlay otherwise",
     )
     p.add_argument(
         "--regime",
         default="default",
         help="training regime: 'default' (the bundle's recipe: short schedule, augmentation, "
-        "checkpoint chosen on validation AUC) or the name of a configs/regime_<NAME>.json overlay "
+        "checkpoint chosen on validation AUC) or the name of a regime_<NAME>.json overlay "
         "added to every run, e.g. 'converged' (classification bundles: wider ResNet, no "
         "augmentation, step-decay schedule trained to ~100%% training accuracy, last-epoch model, "
         "as calibration studies evaluate; several times slower)",
@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _available(configs: Path, prefix: str) -> list[str]:
-    return sorted(f.stem[len(prefix) :] for f in configs.glob(f"{prefix}*.json"))
+def _available(root: Path, kind: str) -> list[str]:
+    return list(overlays(str(root), kind))
 
 
 def _parse_override(items: Sequence[str]) -> dict[str, Any]:
@@ -169,7 +169,11 @@ def _run_workflow(config_files: list[str], meta_file: str, overrides: dict[str, 
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
-        config_file=config_files, meta_file=meta_file, workflow_type=None, **overrides
+        config_file=config_files,
+        meta_file=meta_file,
+        logging_file=logging_file(),
+        workflow_type=None,
+        **overrides,
     )
     wf.initialize()
     wf.run()
@@ -201,7 +205,7 @@ class ComparePlan:
     def files(self, name: str, evaluate: bool = False) -> list[str]:
         files = [
             self.train_files[0],
-            str(self.configs / f"loss_{name}.json"),
+            overlay_file(str(self.root), name),
             *self.train_files[1:],
         ]
         return [*files, str(self.configs / "evaluate.json")] if evaluate else files
@@ -223,7 +227,7 @@ class RunResult:
 def _plan(args: argparse.Namespace) -> ComparePlan:
     root = Path(bundle_dir(args.bundle))
     configs = root / "configs"
-    available = _available(configs, "loss_")
+    available = _available(root, "loss")
     if args.losses is None:
         default = [n for n in DEFAULT_LOSSES if n in available]
         losses = default if len(default) == len(DEFAULT_LOSSES) else available
@@ -235,7 +239,7 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
             f"--losses has unknown loss name(s) {unknown}; valid choices for bundle "
             f"{root.name!r} are {available}."
         )
-    regimes = ["default", *_available(configs, "regime_")]
+    regimes = ["default", *_available(root, "regime")]
     if args.regime not in regimes:
         raise ValueError(
             f"--regime must be one of {regimes} for bundle {root.name!r}, got {args.regime!r}."
@@ -260,7 +264,7 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
 
     train_files = [str(configs / "train.json")]
     if args.regime != "default":
-        train_files.append(str(configs / f"regime_{args.regime}.json"))
+        train_files.append(overlay_file(str(root), args.regime, "regime"))
     common: dict[str, Any] = {}
     epochs = (
         args.epochs

@@ -14,14 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import overlays
 
-BUNDLE = Path(bundle_dir("cell_segmentation"))
-CONFIGS = BUNDLE / "configs"
-LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
+BUNDLE = "cell_segmentation"
+DEFAULTS = {
+    "max_epochs": 1,
+    "batch_size": 2,
+    "num_samples": 2,
+    "image_size": 64,
+    "num_test": 2,
+    "num_val": 1,
+    "seed": 0,
+}
+OVERLAYS = overlays(BUNDLE)
 SIZES = [(72, 80), (64, 64), (80, 70), (66, 90), (70, 70)]
 
 
@@ -57,34 +64,21 @@ def write_dsb2018_folder(root: Path, seed: int = 0) -> list[str]:
     return ids
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two torch threads on an oversubscribed CI machine are many times slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_the_three_overlays_exist():
-    assert set(LOSSES) == {"dice_ce", "ml", "caml"}
-    assert json.loads((CONFIGS / "loss_dice_ce.json").read_text())["loss_def"] == {
+    assert set(OVERLAYS) == {"dice_ce", "ml", "caml"}
+    # one file each, shared by the segmentation family
+    assert OVERLAYS == overlays("organ_segmentation")
+    assert json.loads(Path(OVERLAYS["dice_ce"]).read_text())["loss_def"] == {
         "_target_": "monai.losses.DiceCELoss",
         "to_onehot_y": True,
         "softmax": True,
     }
 
 
-def test_config_ids_users_override_exist():
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    for key in (
-        "bundle_root", "data_root", "dataset_dir", "image_size", "patch_size", "num_classes",
-        "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp", "output_dir",
-        "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers", "probability_transform",
-        "val_metrics", "select_metric",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+def test_config_ids_users_override_exist(bundle):
+    parser = bundle.parser(["train.json"])
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"patch_size"} <= set(parser.get())
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
     assert parser.get_parsed_content("select_metric") == "dice"
     assert parser.get_parsed_content("lower_is_better") is False
@@ -97,41 +91,10 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _overrides(out_dir, data_root, loss, **extra):
-    return {
-        "data_root": data_root,
-        "max_epochs": 1,
-        "batch_size": 2,
-        "num_samples": 2,
-        "image_size": 64,
-        "num_test": 2,
-        "num_val": 1,
-        "output_dir": str(out_dir),
-        "seed": 0,
-        "loss_name": loss,
-        **extra,
-    }
-
-
-def _run(files, overrides):
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-def test_split(data_root, tmp_path):
+def test_split(bundle, data_root):
     from monai_calib.data import dsb2018_split
 
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    parser.update(_overrides(tmp_path, data_root, "dice_ce"))
+    parser = bundle.parser(["train.json"], **DEFAULTS, data_root=data_root)
     lists = {k: [d["id"] for d in v] for k, v in parser.get_parsed_content("datalists").items()}
     assert lists["test"] == dsb2018_split(data_root, num_test=2, seed=0)["test"]
     assert [len(lists[k]) for k in ("train", "val", "test")] == [2, 1, 2]
@@ -139,15 +102,11 @@ def test_split(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
-def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
-    ov = _overrides(tmp_path, data_root, loss)
+def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
+    ov = {"data_root": data_root, "output_dir": str(tmp_path), "loss_name": loss}
     overlay = f"loss_{loss}.json"
-    _run(["train.json", overlay], ov)
+    metrics = bundle.train_and_evaluate(loss, tmp_path, data_root=data_root)
     ckpt = tmp_path / "models" / "model.pt"
-    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
-
-    _run(["train.json", overlay, "evaluate.json"], ov)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
         assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
     assert metrics["n"] == 2
@@ -159,9 +118,7 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
 
     from monai_calib.metrics import calibration_error
 
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / f) for f in ("train.json", overlay, "evaluate.json")])
-    parser.update(ov)
+    parser = bundle.parser(["train.json", overlay, "evaluate.json"], **DEFAULTS, **ov)
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
     net.eval()
@@ -181,8 +138,14 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
     stats = np.load(tmp_path / "eval" / "reliability_statistics.npy")
     assert stats.shape == (1, 15, 3) and stats[0, :, 0].sum() == sum(len(y) for y in rows_y)
 
-    _run(["inference.json", overlay], ov)
+    bundle.run(["inference.json", overlay], **ov)
     test_ids = [d["id"] for d in parser.get_parsed_content("datalists#test")]
+    # MONAI's MetricsSaver: the evaluator's metrics, and per-image Dice named by image id
+    with open(tmp_path / "eval" / "evaluator" / "metrics.csv") as f:
+        saved = dict(csv.reader(f))
+    assert float(saved["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
+    with open(tmp_path / "eval" / "evaluator" / "val_dice_raw.csv") as f:
+        assert [r[0] for r in list(csv.reader(f))[1:]] == test_ids
     for image_id in test_ids:
         seg = np.asarray(Image.open(tmp_path / "inference" / f"{image_id}_seg.png"))
         image = Image.open(Path(data_root) / "images" / f"{image_id}.png")
@@ -191,23 +154,17 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
         assert (tmp_path / "inference" / f"{image_id}_prob.nii.gz").is_file()
 
 
-def _error_chain(e: BaseException) -> str:
-    msgs = []
-    while e is not None:
-        msgs.append(str(e))
-        e = e.__cause__ or e.__context__
-    return " | ".join(msgs)
-
-
-def test_missing_data_is_explained(tmp_path):
+def test_missing_data_is_explained(bundle, tmp_path):
+    files = ["train.json", "loss_dice_ce.json"]
     with pytest.raises(Exception) as err:
-        _run(["train.json", "loss_dice_ce.json"], _overrides(tmp_path, str(tmp_path), "dice_ce"))
-    assert "index.csv" in _error_chain(err.value)
-    ov = _overrides(tmp_path, None, "dice_ce", default_data_root=str(tmp_path / "nowhere"))
-    del ov["data_root"]
+        bundle.run(files, data_root=str(tmp_path), output_dir=str(tmp_path))
+    assert "index.csv" in bundle.error_text(err.value)
+    # no default data folder: data_root must be passed
+    assert bundle.parser(["train.json"]).get("data_root") is None
     with pytest.raises(Exception) as err:
-        _run(["train.json", "loss_dice_ce.json"], ov)
-    assert "pass --data_root PATH" in _error_chain(err.value)
+        bundle.run(files, output_dir=str(tmp_path))
+    msg = bundle.error_text(err.value)
+    assert "ValueError: data_root is not set" in msg and "pass --data_root PATH" in msg
 
 
 def test_compare_runs_on_the_bundle(tmp_path, data_root):

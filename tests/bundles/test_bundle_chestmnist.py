@@ -15,31 +15,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
 from synthetic import write_medmnist_npz
 
-from monai_calib.bundles import BUNDLE_NAMES, bundle_dir
+from monai_calib.bundles import BUNDLE_NAMES, overlays
 
-BUNDLE = Path(bundle_dir("chestmnist_multilabel"))
-CONFIGS = BUNDLE / "configs"
+BUNDLE = "chestmnist_multilabel"
 LOSSES = ("bce", "ldace", "ldace_ccl")
 N_TEST = 16
 
 
 def test_bundle_is_listed_and_has_every_overlay():
-    assert "chestmnist_multilabel" in BUNDLE_NAMES
-    assert {p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json")} == set(LOSSES)
+    assert BUNDLE in BUNDLE_NAMES
+    assert set(overlays(BUNDLE)) == set(LOSSES)
 
 
-def test_config_ids_users_override_exist():
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    for key in (
-        "bundle_root", "dataset_flag", "data_root", "download", "image_size", "max_epochs",
-        "batch_size", "learning_rate", "seed", "device", "output_dir", "loss_name",
-        "select_metric", "grad_clip_norm", "probability_transform",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+def test_config_ids_users_override_exist(bundle):
+    parser = bundle.parser(["train.json"])
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"dataset_flag", "download", "grad_clip_norm"} <= set(parser.get())
     assert parser.get_parsed_content("num_classes") == 14
     clip = [h for h in parser.get("train#handlers") if "GradientClipping" in h["_target_"]]
     assert clip == [
@@ -52,9 +45,8 @@ def test_config_ids_users_override_exist():
     "loss, expected",
     [("bce", "Activationsd"), ("ldace", "SquaredSigmoidd"), ("ldace_ccl", "SquaredSigmoidd")],
 )
-def test_overlay_probability_transform(loss, expected):
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / f"loss_{loss}.json")])
+def test_overlay_probability_transform(bundle, loss, expected):
+    parser = bundle.parser(["train.json", f"loss_{loss}.json"])
     t = parser.get_parsed_content("probability_transform")
     assert type(t).__name__ == expected
     z = torch.linspace(-4, 4, 14)
@@ -101,21 +93,8 @@ def test_compare_report_has_multilabel_columns(compare_out):
     assert {"hamming", "auc_macro", "ece_micro", "ece_weighted"} <= set(summary["losses"]["bce"])
 
 
-def _run(files, overrides):
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
 @pytest.mark.parametrize("loss", LOSSES)
-def test_eval_report_and_inference(loss, compare_out, data_root):
+def test_eval_report_and_inference(bundle, loss, compare_out, data_root):
     from monai_calib.metrics import (
         brier_score,
         calibration_error,
@@ -161,9 +140,12 @@ def test_eval_report_and_inference(loss, compare_out, data_root):
         assert next(csv.reader(f)) == list(metrics)
 
     # the evaluation probabilities are the loss's own probability of the checkpoint's logits
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / f"loss_{loss}.json")])
-    parser.update({"data_root": data_root, "device": "$torch.device('cpu')", "amp": False})
+    parser = bundle.parser(
+        ["inference.json", f"loss_{loss}.json"],
+        data_root=data_root,
+        device="$torch.device('cpu')",
+        amp=False,
+    )
     net = parser.get_parsed_content("network_def")
     state = torch.load(run_dir / "models" / "model.pt", weights_only=True)
     net.load_state_dict(state["model"])
@@ -175,9 +157,12 @@ def test_eval_report_and_inference(loss, compare_out, data_root):
     torch.testing.assert_close(probs.float(), expected, atol=1e-5, rtol=0)
 
     # inference writes the same probabilities, one column per finding
-    _run(
+    bundle.run(
         ["inference.json", f"loss_{loss}.json"],
-        {"data_root": data_root, "output_dir": str(run_dir), "loss_name": loss, "seed": 0},
+        data_root=data_root,
+        output_dir=str(run_dir),
+        loss_name=loss,
+        seed=0,
     )
     with open(run_dir / "inference" / "predictions.csv") as f:
         rows = list(csv.reader(f))
@@ -186,27 +171,26 @@ def test_eval_report_and_inference(loss, compare_out, data_root):
     torch.testing.assert_close(inf, probs.float(), atol=1e-5, rtol=0)
 
 
-def _messages(exc: BaseException | None) -> str:
-    out = []
-    while exc is not None:
-        out.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(out)
-
-
-def test_missing_chestmnist_file_is_named(tmp_path):
+def test_missing_chestmnist_file_is_named(bundle, tmp_path):
     with pytest.raises(Exception) as info:
-        _run(
+        bundle.run(
             ["train.json", "loss_bce.json"],
-            {"data_root": str(tmp_path), "max_epochs": 1, "output_dir": str(tmp_path / "o")},
+            data_root=str(tmp_path),
+            max_epochs=1,
+            output_dir=str(tmp_path / "o"),
         )
-    assert "chestmnist.npz" in _messages(info.value) and "data_root" in _messages(info.value)
+    msg = bundle.error_text(info.value)
+    assert "chestmnist.npz" in msg and "data_root" in msg
 
 
-def test_single_label_flag_is_rejected(tmp_path, data_root):
+def test_single_label_flag_is_rejected(bundle, tmp_path, data_root):
     with pytest.raises(Exception) as info:
-        _run(
+        bundle.run(
             ["train.json", "loss_bce.json"],
-            {"data_root": data_root, "dataset_flag": "breastmnist", "output_dir": str(tmp_path)},
+            data_root=data_root,
+            dataset_flag="breastmnist",
+            output_dir=str(tmp_path),
         )
-    assert "multi-label" in _messages(info.value)
+    msg = bundle.error_text(info.value)
+    assert "ValueError: dataset_flag must be a multi-label MedMNIST flag" in msg
+    assert "multi-label" in msg

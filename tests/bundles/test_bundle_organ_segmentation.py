@@ -13,14 +13,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import overlays
 
-BUNDLE = Path(bundle_dir("organ_segmentation"))
-CONFIGS = BUNDLE / "configs"
-LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
+BUNDLE = "organ_segmentation"
+DEFAULTS = {
+    "max_epochs": 1,
+    "batch_size": 2,
+    "num_samples": 1,
+    "image_size": 16,
+    "pixdim": [2.5, 2.5, 2.5],
+    "num_test": 1,
+    "num_val": 1,
+    "seed": 0,
+}
 SHAPE = (32, 28, 24)
 
 
@@ -60,30 +66,15 @@ def write_msd_phantoms(root: Path, n: int = 5, seed: int = 0) -> None:
 
 
 def test_the_three_overlays_exist():
-    assert set(LOSSES) == {"dice_ce", "ml", "caml"}
+    assert set(overlays(BUNDLE)) == {"dice_ce", "ml", "caml"}
 
 
-def test_config_ids_users_override_exist():
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    for key in (
-        "bundle_root", "data_root", "dataset_dir", "image_size", "roi_size", "pixdim",
-        "num_classes", "max_epochs", "batch_size", "learning_rate", "seed", "device", "amp",
-        "output_dir", "ckpt_dir", "loss_name", "loss_def", "loss", "loss_handlers",
-        "probability_transform", "val_metrics", "select_metric",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+def test_config_ids_users_override_exist(bundle):
+    parser = bundle.parser(["train.json"])
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"roi_size", "pixdim"} <= set(parser.get())
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
     assert parser.get_parsed_content("select_metric") == "dice"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two torch threads on an oversubscribed CI machine are many times slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -93,40 +84,8 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _overrides(out_dir, data_root, loss, **extra):
-    return {
-        "data_root": data_root,
-        "max_epochs": 1,
-        "batch_size": 2,
-        "num_samples": 1,
-        "image_size": 16,
-        "pixdim": [2.5, 2.5, 2.5],
-        "num_test": 1,
-        "num_val": 1,
-        "output_dir": str(out_dir),
-        "seed": 0,
-        "loss_name": loss,
-        **extra,
-    }
-
-
-def _run(files, overrides):
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-def test_split_is_seeded_and_disjoint(data_root, tmp_path):
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    parser.update(_overrides(tmp_path, data_root, "dice_ce"))
+def test_split_is_seeded_and_disjoint(bundle, data_root):
+    parser = bundle.parser(["train.json"], **DEFAULTS, data_root=data_root)
     lists = parser.get_parsed_content("datalists")
     names = {k: [os.path.basename(d["image"]) for d in v] for k, v in lists.items()}
     assert [len(names[k]) for k in ("train", "val", "test")] == [3, 1, 1]
@@ -137,23 +96,16 @@ def test_split_is_seeded_and_disjoint(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["dice_ce", "ml", "caml"])
-def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
-    ov = _overrides(tmp_path, data_root, loss)
+def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
+    ov = {"data_root": data_root, "output_dir": str(tmp_path), "loss_name": loss}
     overlay = f"loss_{loss}.json"
-    _run(["train.json", overlay], ov)
-    ckpt = tmp_path / "models" / "model.pt"
-    assert {"model", "loss"} <= set(torch.load(ckpt, weights_only=True))
-
-    _run(["train.json", overlay, "evaluate.json"], ov)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = bundle.train_and_evaluate(loss, tmp_path, data_root=data_root)
     for key in ("dice", "mean_iou", "ece", "sce", "mce", "nll", "brier", "ece_per_image"):
         assert key in metrics and 0.0 <= metrics[key] == metrics[key], key
     assert metrics["n"] == 1
     stats = np.load(tmp_path / "eval" / "reliability_statistics.npy")
     # every voxel of the resampled test volume is counted once
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    parser.update(ov)
+    parser = bundle.parser(["train.json"], **DEFAULTS, **ov)
     item = parser.get_parsed_content("load_transforms")(
         parser.get_parsed_content("datalists#test")[0]
     )
@@ -161,7 +113,7 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
     assert stats.shape == (1, 15, 3) and stats[0, :, 0].sum() == item["label"][0].numel()
     assert (tmp_path / "eval" / "reliability.png").stat().st_size > 1000
 
-    _run(["inference.json", overlay], ov)
+    bundle.run(["inference.json", overlay], **ov)
     segs = sorted((tmp_path / "inference").glob("*_seg.nii.gz"))
     probs = sorted((tmp_path / "inference").glob("*_prob.nii.gz"))
     assert len(segs) == len(probs) == 1
@@ -175,11 +127,10 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
     np.testing.assert_allclose(p.reshape(-1, 2).sum(-1), 1.0, atol=1e-4)
 
 
-def test_missing_data_root_is_explained(tmp_path):
+def test_missing_data_root_is_explained(bundle, tmp_path):
     with pytest.raises(Exception) as err:
-        _run(["train.json", "loss_dice_ce.json"], _overrides(tmp_path, str(tmp_path), "dice_ce"))
-    e, msgs = err.value, []
-    while e is not None:
-        msgs.append(str(e))
-        e = e.__cause__ or e.__context__
+        bundle.run(
+            ["train.json", "loss_dice_ce.json"], data_root=str(tmp_path), output_dir=str(tmp_path)
+        )
+    msgs = [str(e) for e in bundle.exceptions(err.value)]
     assert any("pass --data_root PATH" in m and "not found" in m for m in msgs), msgs

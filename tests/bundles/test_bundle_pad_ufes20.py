@@ -1,8 +1,8 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""The PAD-UFES-20 classification bundle: configs resolve, metadata verifies, the overlays are
-the MedMNIST bundle's, and a one-epoch CE train / evaluate / inference run works on a synthetic
-folder in PAD-UFES-20's layout."""
+"""The PAD-UFES-20 classification bundle: configs resolve, metadata verifies, the overlays and
+shared configs are the MedMNIST bundle's, and a one-epoch CE train / evaluate / inference run
+works on a synthetic folder in PAD-UFES-20's layout."""
 
 from __future__ import annotations
 
@@ -14,43 +14,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
 from synthetic import write_pad_ufes20_folder
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import bundle_dir, logging_file, overlays
 from monai_calib.data import PAD_UFES20_CLASSES, pad_ufes20_datalist
 
-BUNDLE = Path(bundle_dir("pad_ufes20_classification"))
-CONFIGS = BUNDLE / "configs"
-MEDMNIST_CONFIGS = BUNDLE.parent / "medmnist_classification" / "configs"
-LOSSES = sorted(p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json"))
-
-
-def _chain(exc: BaseException) -> str:
-    """Messages of an exception and its causes (ConfigWorkflow wraps errors in RuntimeError)."""
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
+BUNDLE = "pad_ufes20_classification"
+DEFAULTS = {"image_size": 32, "max_epochs": 1, "batch_size": 16, "seed": 0}
+ROOT = Path(bundle_dir(BUNDLE))
+CONFIGS = ROOT / "configs"
+MEDMNIST_CONFIGS = ROOT.parent / "medmnist_classification" / "configs"
+LOSSES = list(overlays(BUNDLE))
 
 
 def test_bundle_files_exist():
-    for rel in ("LICENSE", "docs/README.md", "docs/data_license.txt", "configs/logging.conf"):
-        assert (BUNDLE / rel).is_file(), rel
+    for rel in ("LICENSE", "docs/README.md", "docs/data_license.txt"):
+        assert (ROOT / rel).is_file(), rel
     for name in ("train", "evaluate", "inference", "metadata", "multi_gpu_train"):
         assert (CONFIGS / f"{name}.json").is_file(), name
+    assert Path(logging_file(BUNDLE)).is_file()
 
 
 def test_overlays_are_the_medmnist_bundles():
     expected = {"ce", "ls", "focal", "dca", "mdca", "ls_plus", "tet", "mit", "mit_init", "cct_eal"}
     assert expected <= set(LOSSES)
-    for path in sorted(MEDMNIST_CONFIGS.glob("loss_*.json")):
-        assert (CONFIGS / path.name).is_file(), path.name
-        assert json.loads((CONFIGS / path.name).read_text()) == json.loads(path.read_text())
+    # one file each, shared by the classification family
+    for kind in ("loss", "regime"):
+        assert overlays(BUNDLE, kind) == overlays("medmnist_classification", kind)
+    assert logging_file(BUNDLE) == logging_file("medmnist_classification")
 
 
-@pytest.mark.parametrize("name", ["evaluate.json", "multi_gpu_train.json", "logging.conf"])
+@pytest.mark.parametrize("name", ["evaluate.json", "multi_gpu_train.json"])
 def test_shared_configs_are_the_medmnist_bundles(name):
     assert (CONFIGS / name).read_text() == (MEDMNIST_CONFIGS / name).read_text()
 
@@ -94,46 +88,15 @@ def test_verify_net_in_out():
     )
 
 
-def test_config_ids_users_override_exist():
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    for key in (
-        "bundle_root",
-        "dataset_dir",
-        "data_root",
-        "image_size",
-        "max_epochs",
-        "batch_size",
-        "learning_rate",
-        "seed",
-        "device",
-        "output_dir",
-        "loss_name",
-        "select_metric",
-        "probability_transform",
-        "loss_def",
-        "loss",
-        "val_metrics",
-        "val_fraction",
-        "test_fraction",
-        "split_seed",
-    ):
-        assert key in parser.get(), key
+def test_config_ids_users_override_exist(bundle):
+    parser = bundle.parser(["train.json"])
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"val_fraction", "test_fraction", "split_seed"} <= set(parser.get())
     assert parser.get("data_root") is None and parser.get("image_size") == 64
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
     assert parser.get_parsed_content("num_classes") == 6
     net = parser.get_parsed_content("network_def")
     assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 6)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On a busy 2-core machine torch's intra-op threads fight each other (measured: 2.9 s per
-    # training step with 2 threads vs 0.12 s with 1); these tiny runs need no parallelism.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -146,36 +109,7 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _run(files, out_dir, data_root, **extra):
-    overrides = {
-        "data_root": data_root,
-        "image_size": 32,
-        "max_epochs": 1,
-        "batch_size": 16,
-        "output_dir": str(out_dir),
-        "seed": 0,
-        **extra,
-    }
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-@pytest.fixture(scope="module")
-def ce_run(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("ce")
-    _run(["train.json", "loss_ce.json"], out, data_root, loss_name="ce")
-    return out
-
-
-def test_train_evaluate_inference_one_epoch_ce(ce_run, data_root):
+def test_train_evaluate_inference_one_epoch_ce(bundle, ce_run, data_root):
     test_items = pad_ufes20_datalist(data_root, "test")
     n_test = len(test_items)
     assert n_test == 18
@@ -186,7 +120,8 @@ def test_train_evaluate_inference_one_epoch_ce(ce_run, data_root):
     assert {"model", "loss"} <= set(state)
     assert state["model"]["fc.weight"].shape == (6, 128)
 
-    _run(["train.json", "loss_ce.json", "evaluate.json"], tmp_path, data_root, loss_name="ce")
+    run_dir = {"data_root": data_root, "output_dir": str(tmp_path)}
+    bundle.run(["train.json", "loss_ce.json", "evaluate.json"], **run_dir)
     eval_dir = tmp_path / "eval"
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     for key in ("acc", "auc", "ece", "ace", "sce", "mce", "nll", "brier", "r_auc"):
@@ -197,7 +132,7 @@ def test_train_evaluate_inference_one_epoch_ce(ce_run, data_root):
     saved = np.load(eval_dir / "predictions.npz")
     assert saved["labels"].reshape(-1).tolist() == [r["label"] for r in test_items]
 
-    _run(["inference.json", "loss_ce.json"], tmp_path, data_root, loss_name="ce")
+    bundle.run(["inference.json", "loss_ce.json"], **run_dir)
     with open(tmp_path / "inference" / "predictions.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0][3:] == list(PAD_UFES20_CLASSES)
@@ -208,17 +143,11 @@ def test_train_evaluate_inference_one_epoch_ce(ce_run, data_root):
     torch.testing.assert_close(probs, torch.from_numpy(saved["probs"]).float(), atol=1e-5, rtol=0)
 
 
-def test_missing_data_root_tells_the_user_to_pass_it(tmp_path):
+def test_missing_data_root_tells_the_user_to_pass_it(bundle, tmp_path):
     with pytest.raises(Exception) as info:
-        _run(["train.json", "loss_ce.json"], tmp_path, None)
-    assert "--data_root" in _chain(info.value)
-    assert any(isinstance(e, FileNotFoundError) for e in _walk(info.value))
-
-
-def _walk(exc):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+        bundle.run(["train.json", "loss_ce.json"], data_root=None, output_dir=str(tmp_path))
+    assert "--data_root" in bundle.error_text(info.value)
+    assert any(isinstance(e, FileNotFoundError) for e in bundle.exceptions(info.value))
 
 
 # Every overlay trains (its handlers run there); the ones whose probability transform is not a
@@ -227,21 +156,21 @@ OWN_PROBABILITIES = ("cct_eal", "mit", "tet")
 
 
 @pytest.mark.parametrize("loss", [name for name in LOSSES if name != "ce"])
-def test_every_overlay_works_with_this_train_json(loss, tmp_path, data_root, ce_run):
-    extra = {"loss_name": loss}
+def test_every_overlay_works_with_this_train_json(bundle, loss, tmp_path, data_root, ce_run):
+    extra = {"loss_name": loss, "data_root": data_root, "output_dir": str(tmp_path)}
     if loss == "ls_plus":
         extra["baseline_checkpoint"] = str(ce_run / "models" / "model.pt")
     files = ["train.json", f"loss_{loss}.json"]
-    _run(files, tmp_path, data_root, **extra)
+    bundle.run(files, **extra)
     assert (tmp_path / "models" / "model.pt").is_file()
     if loss in OWN_PROBABILITIES:
-        _run([*files, "evaluate.json"], tmp_path, data_root, **extra)
+        bundle.run([*files, "evaluate.json"], **extra)
         metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
         assert metrics["n"] == 18
         assert all(metrics[k] == metrics[k] for k in ("acc", "auc", "ece", "nll", "brier"))
 
 
-def test_multi_gpu_config_runs_as_one_cpu_process(tmp_path, data_root, monkeypatch):
+def test_multi_gpu_config_runs_as_one_cpu_process(bundle, tmp_path, data_root, monkeypatch):
     import socket
 
     import torch.distributed as dist
@@ -253,6 +182,7 @@ def test_multi_gpu_config_runs_as_one_cpu_process(tmp_path, data_root, monkeypat
     for k, v in {**env, "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    _run(["train.json", "loss_ce.json", "multi_gpu_train.json"], tmp_path, data_root)
+    files = ["train.json", "loss_ce.json", "multi_gpu_train.json"]
+    bundle.run(files, data_root=data_root, output_dir=str(tmp_path))
     assert not dist.is_initialized()
     assert (tmp_path / "models" / "model.pt").is_file()

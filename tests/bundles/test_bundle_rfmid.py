@@ -8,46 +8,33 @@ a missing data root, a missing image or a non-0/1 label cell."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
 from synthetic import write_rfmid_folder
 
-from monai_calib.bundles import BUNDLE_NAMES, bundle_dir
+from monai_calib.bundles import BUNDLE_NAMES, overlays
 
-BUNDLE = Path(bundle_dir("rfmid_multilabel"))
-CONFIGS = BUNDLE / "configs"
+BUNDLE = "rfmid_multilabel"
+DEFAULTS = {"max_epochs": 1, "batch_size": 8, "image_size": 28, "seed": 0}
 LOSSES = ("bce", "ldace", "ldace_ccl")
 DISEASES = ("DR", "ARMD", "MH", "DN", "MYA", "BRVO")
 SIZES = (24, 12, 12)
 
 
-def _messages(exc: BaseException | None) -> str:
-    out = []
-    while exc is not None:
-        out.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(out)
-
-
 def test_bundle_is_listed_and_has_every_overlay():
-    assert "rfmid_multilabel" in BUNDLE_NAMES
-    assert {p.stem[len("loss_") :] for p in CONFIGS.glob("loss_*.json")} == set(LOSSES)
+    assert BUNDLE in BUNDLE_NAMES
+    assert set(overlays(BUNDLE)) == set(LOSSES)
+    # one file each, shared by the multi-label family
+    assert overlays(BUNDLE) == overlays("chestmnist_multilabel")
 
 
-def test_config_ids_and_official_layout():
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    for key in (
-        "bundle_root", "data_root", "image_dirs", "csv_files", "label_columns", "image_size",
-        "max_epochs", "batch_size", "learning_rate", "seed", "device", "output_dir", "loss_name",
-        "select_metric", "grad_clip_norm", "probability_transform",
-    ):  # fmt: skip
-        assert key in parser.get(), key
+def test_config_ids_and_official_layout(bundle):
+    parser = bundle.parser(["train.json"])
+    # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
+    assert {"image_dirs", "csv_files", "label_columns", "grad_clip_norm"} <= set(parser.get())
     parser["data_root"] = "/data/rfmid"
     assert parser.get_parsed_content("image_dirs")["test"] == "/data/rfmid/Test_Set/Test"
     assert parser.get_parsed_content("csv_files")["train"] == (
@@ -63,37 +50,14 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _run(files, out_dir, data_root, **extra):
-    overrides = {
-        "data_root": data_root,
-        "max_epochs": 1,
-        "batch_size": 8,
-        "image_size": 28,
-        "output_dir": str(out_dir),
-        "seed": 0,
-        **extra,
-    }
-    wf = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
 @pytest.mark.parametrize("loss", LOSSES)
-def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
+def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
     from monai_calib.handlers import multilabel_report
 
     overlay = f"loss_{loss}.json"
-    _run(["train.json", overlay], tmp_path, data_root, loss_name=loss)
+    run = {"data_root": data_root, "output_dir": str(tmp_path), "loss_name": loss}
+    metrics = bundle.train_and_evaluate(loss, tmp_path, data_root=data_root)
     assert (tmp_path / "models" / "model.pt").is_file()
-    _run(["train.json", overlay, "evaluate.json"], tmp_path, data_root, loss_name=loss)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     saved = np.load(tmp_path / "eval" / "predictions.npz")
     # test labels in CSV order
     with open(Path(data_root) / "Test_Set" / "RFMiD_Testing_Labels.csv") as f:
@@ -106,7 +70,7 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
     assert np.load(tmp_path / "eval" / "reliability_statistics.npy").shape == (6, 15, 3)
     assert (tmp_path / "eval" / "reliability_per_label.png").stat().st_size > 1000
 
-    _run(["inference.json", overlay], tmp_path, data_root, loss_name=loss)
+    bundle.run(["inference.json", overlay], **run)
     with open(tmp_path / "inference" / "predictions.csv") as f:
         pred_rows = list(csv.reader(f))
     assert tuple(pred_rows[0][3:]) == DISEASES and len(pred_rows) == 1 + SIZES[2]
@@ -116,10 +80,10 @@ def test_train_evaluate_inference_one_epoch(loss, tmp_path, data_root):
         assert float(probs.min()) > 0.0 and float(probs.max()) < 1.0
 
 
-def test_label_columns_override(tmp_path, data_root):
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json")])
-    parser.update({"data_root": data_root, "label_columns": ["MH", "DR"], "image_size": 28})
+def test_label_columns_override(bundle, tmp_path, data_root):
+    parser = bundle.parser(
+        ["train.json"], data_root=data_root, label_columns=["MH", "DR"], image_size=28
+    )
     assert parser.get_parsed_content("num_classes") == 2
     assert parser.get_parsed_content("label_names") == ["MH", "DR"]
     item = parser.get_parsed_content("validate#dataset")[0]
@@ -129,19 +93,21 @@ def test_label_columns_override(tmp_path, data_root):
     assert parser.get_parsed_content("label_names") == ["Disease_Risk", *DISEASES]
 
 
-def test_missing_data_root_is_explained(tmp_path):
+def test_missing_data_root_is_explained(bundle, tmp_path):
     with pytest.raises(Exception) as info:
-        _run(["train.json", "loss_bce.json"], tmp_path, None)
-    msg = _messages(info.value)
+        bundle.run(["train.json", "loss_bce.json"], data_root=None, output_dir=str(tmp_path))
+    msg = bundle.error_text(info.value)
     assert "RFMiD_Training_Labels.csv" in msg and "data_root" in msg
 
 
-def test_missing_image_and_bad_cell_are_named(tmp_path):
+def test_missing_image_and_bad_cell_are_named(bundle, tmp_path):
     write_rfmid_folder(tmp_path, sizes=(6, 4, 4), diseases=DISEASES, seed=3)
     (tmp_path / "Evaluation_Set" / "Validation" / "3.png").unlink()
+    run = {"data_root": str(tmp_path), "output_dir": str(tmp_path / "o")}
     with pytest.raises(Exception) as info:
-        _run(["train.json", "loss_bce.json"], tmp_path / "o", str(tmp_path))
-    assert "'3'" in _messages(info.value) and "missing" in _messages(info.value)
+        bundle.run(["train.json", "loss_bce.json"], **run)
+    msg = bundle.error_text(info.value)
+    assert "'3'" in msg and "missing" in msg
 
     csv_path = tmp_path / "Training_Set" / "RFMiD_Training_Labels.csv"
     lines = csv_path.read_text().splitlines()
@@ -153,6 +119,6 @@ def test_missing_image_and_bad_cell_are_named(tmp_path):
         (tmp_path / "Evaluation_Set" / "Validation" / "1.png").read_bytes()
     )
     with pytest.raises(Exception) as info:
-        _run(["train.json", "loss_bce.json"], tmp_path / "o", str(tmp_path))
-    msg = _messages(info.value)
+        bundle.run(["train.json", "loss_bce.json"], **run)
+    msg = bundle.error_text(info.value)
     assert "0 or 1" in msg and "'2'" in msg and DISEASES[1] in msg

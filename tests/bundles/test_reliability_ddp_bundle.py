@@ -20,20 +20,14 @@ metrics of ``evaluate.json`` (run in one process on each checkpoint) to 1e-5.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from monai.bundle import ConfigWorkflow
 from synthetic import write_medmnist_npz
 
-from monai_calib.bundles import bundle_dir
-
-CONFIGS = Path(bundle_dir("medmnist_classification")) / "configs"
+BUNDLE = "medmnist_classification"
 PER_RANK_BATCH = 8
 
 pytestmark = [
@@ -57,29 +51,17 @@ OVERLAY = {
 }
 
 
-def _workflow(files: list[str], **overrides: object) -> None:
-    wf = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-
-
-def test_two_process_bundle_epoch_equals_single_process(tmp_path: Path) -> None:
+def test_two_process_bundle_epoch_equals_single_process(bundle, tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_medmnist_npz(data, "breastmnist", sizes=(32, 16, 16))
     overlay = tmp_path / "overlay.json"
     overlay.write_text(json.dumps(OVERLAY))
     ddp_overlay = tmp_path / "ddp_overlay.json"
     ddp_overlay.write_text(json.dumps({"train#sampler#shuffle": False}))
-    base = [str(CONFIGS / "train.json"), str(CONFIGS / "loss_ce.json"), str(overlay)]
+    base = ["train.json", "loss_ce.json", overlay]
 
     single = tmp_path / "single"
-    _workflow(
+    bundle.run(
         base,
         data_root=str(data),
         max_epochs=1,
@@ -88,32 +70,14 @@ def test_two_process_bundle_epoch_equals_single_process(tmp_path: Path) -> None:
     )
 
     ddp = tmp_path / "ddp"
-    files = [*base, str(CONFIGS / "multi_gpu_train.json"), str(ddp_overlay)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str(files),
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--data_root",
-        str(data),
-        "--max_epochs",
-        "1",
-        "--batch_size",
-        str(PER_RANK_BATCH),
-        "--output_dir",
-        str(ddp),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bundle.run_cli(
+        [*base, "multi_gpu_train.json", ddp_overlay],
+        nproc=2,
+        data_root=data,
+        max_epochs=1,
+        batch_size=PER_RANK_BATCH,
+        output_dir=ddp,
+    )
 
     w_single = torch.load(single / "models" / "model.pt", weights_only=True)["model"]
     w_ddp = torch.load(ddp / "models" / "model.pt", weights_only=True)["model"]
@@ -123,7 +87,7 @@ def test_two_process_bundle_epoch_equals_single_process(tmp_path: Path) -> None:
 
     metrics = {}
     for name, out in (("single", single), ("ddp", ddp)):
-        _workflow([*base, str(CONFIGS / "evaluate.json")], data_root=str(data), output_dir=str(out))
+        bundle.run([*base, "evaluate.json"], data_root=str(data), output_dir=str(out))
         metrics[name] = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["single"].keys() == metrics["ddp"].keys()
     assert metrics["single"]["n"] == 16

@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from synthetic import write_medmnist_npz
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import bundle_dir, overlay_file
 from monai_calib.metrics import calibration_error, paired_bootstrap
 
 CLASSIFICATION_BUNDLES = ("medmnist_classification", "pad_ufes20_classification")
@@ -161,8 +161,8 @@ def test_unknown_regime_lists_the_choices(tmp_path, capsys):
 def test_converged_regime_overlay_resolves(bundle):
     configs = Path(bundle_dir(bundle)) / "configs"
     parser = ConfigParser()
-    files = ("train.json", "loss_ce.json", "regime_converged.json")
-    parser.read_config([str(configs / f) for f in files])
+    overlays = [overlay_file(bundle, "ce"), overlay_file(bundle, "converged", "regime")]
+    parser.read_config([str(configs / "train.json"), *overlays])
     parser.update({"dataset_flag": "breastmnist"} if "medmnist" in bundle else {})
     assert parser.get_parsed_content("regime") == "converged"
     assert parser.get_parsed_content("selection_rule") == "last epoch"
@@ -188,7 +188,9 @@ def test_converged_regime_saves_the_last_epoch_model(tmp_path, data_root):
     configs = Path(bundle_dir("medmnist_classification")) / "configs"
     wf = ConfigWorkflow(
         config_file=[
-            str(configs / f) for f in ("train.json", "loss_ce.json", "regime_converged.json")
+            str(configs / "train.json"),
+            overlay_file("medmnist_classification", "ce"),
+            overlay_file("medmnist_classification", "converged", "regime"),
         ],
         meta_file=str(configs / "metadata.json"),
         workflow_type=None,

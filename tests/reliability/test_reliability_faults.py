@@ -33,7 +33,7 @@ from PIL import Image
 from synthetic import write_medmnist_npz, write_pad_ufes20_folder, write_rfmid_folder
 from torch import nn
 
-from monai_calib.bundles import bundle_dir
+from monai_calib.bundles import bundle_dir, overlay_file, overlays
 from monai_calib.data import (
     DSB2018_INDEX_COLUMNS,
     MedMNISTDataset,
@@ -265,7 +265,7 @@ MEDMNIST = Path(bundle_dir("medmnist_classification")) / "configs"
 
 def _medmnist_run(out: Path, data_root: str, **overrides: object) -> None:
     wf = ConfigWorkflow(
-        config_file=[str(MEDMNIST / "train.json"), str(MEDMNIST / "loss_ce.json")],
+        config_file=[str(MEDMNIST / "train.json"), overlay_file("medmnist_classification", "ce")],
         meta_file=str(MEDMNIST / "metadata.json"),
         workflow_type=None,
         data_root=data_root,
@@ -301,7 +301,7 @@ def test_medmnist_bundle_missing_data_root(tmp_path: Path) -> None:
 def test_compare_unknown_loss_lists_choices(tmp_path: Path, capsys) -> None:
     from monai_calib.cli.compare import main
 
-    available = sorted(p.stem[len("loss_") :] for p in MEDMNIST.glob("loss_*.json"))
+    available = list(overlays("medmnist_classification"))
     out = tmp_path / "out"
     rc = main(
         ["--bundle", "medmnist_classification", "--losses", "ce,nosuch", "--output", str(out)]
