@@ -1,14 +1,37 @@
 # Copyright (c) monai_calib developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Small wrappers over ``torch.distributed`` that are no-ops in a single process."""
+"""Small wrappers over ``torch.distributed`` that are no-ops in a single process.
+
+Every rank takes part in every collective, also a rank that has seen no data: the gathers agree
+on what each rank holds before moving it (:func:`gather_rows`), so a rank without data joins
+with empty tensors instead of skipping the call (which would block the others forever).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from monai.utils import evenly_divisible_all_gather
 
-__all__ = ["all_reduce_sum", "gather_cat", "is_dist_ready", "is_main_rank"]
+__all__ = ["all_reduce_sum", "gather_cat", "gather_rows", "is_dist_ready", "is_main_rank"]
+
+# dtype <-> code of the metadata exchanged by gather_rows
+_DTYPES = (
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+)
 
 
 def is_dist_ready() -> bool:
@@ -30,12 +53,105 @@ def is_main_rank() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _describe(tensors: Sequence[torch.Tensor] | None) -> torch.Tensor:
+    """This rank's ``[n, (rows, dtype code, ndim - 1, *trailing shape) * n]``, ``[-1]`` for None."""
+    if tensors is None:
+        return torch.tensor([-1], dtype=torch.int64)
+    meta = [len(tensors)]
+    for t in tensors:
+        # an unknown dtype is reported after the exchange, on every rank alike
+        code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else -1
+        meta += [t.shape[0], code, t.ndim - 1, *t.shape[1:]]
+    return torch.tensor(meta, dtype=torch.int64)
+
+
+def _parse(meta: torch.Tensor) -> list[tuple[int, torch.dtype, tuple[int, ...]]] | None:
+    """Inverse of :func:`_describe`: ``[(rows, dtype, trailing shape), ...]`` or None.
+
+    Raises:
+        TypeError: a dtype that cannot be gathered.
+    """
+    m = [int(v) for v in meta.tolist()]
+    if m[0] < 0:
+        return None
+    out, i = [], 1
+    for _ in range(m[0]):
+        rows, code, nd = m[i : i + 3]
+        if code < 0:
+            raise TypeError(f"cannot gather tensors of dtype other than {_DTYPES} across ranks.")
+        out.append((rows, _DTYPES[code], tuple(m[i + 3 : i + 3 + nd])))
+        i += 3 + nd
+    return out
+
+
+def gather_rows(tensors: Sequence[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    """Concatenate each tensor along dim 0 over all ranks, in rank order; every rank calls it.
+
+    A rank without data passes ``None`` (it does not know how many tensors the others hold) or
+    tensors with 0 rows (whose trailing shape and dtype need not be known: ``torch.zeros(0)``
+    will do). The ranks first all-gather a small description of their tensors (number, rows,
+    dtype, trailing shape), then each tensor: ranks without rows contribute empty tensors of the
+    trailing shape of the ranks with rows, and every shard is cast to the promoted dtype of the
+    shards with rows. Every rank reaches the same decision from the same descriptions, so an
+    error is raised on all ranks alike (no rank is left blocked in a collective).
+
+    Args:
+        tensors: this rank's batch-first tensors (0-d ones are treated as one row), or None.
+
+    Returns:
+        The gathered tensors (the local ones without a process group), or None when every rank
+        passed None.
+
+    Raises:
+        ValueError: ranks hold different numbers of tensors, or rows of different trailing
+            shapes.
+        TypeError: a dtype that cannot be gathered (e.g. quantized).
+    """
+    if tensors is not None:
+        tensors = [torch.as_tensor(t) for t in tensors]
+        tensors = [t.unsqueeze(0) if t.ndim == 0 else t for t in tensors]
+    if not is_dist_ready():
+        return tensors
+    metas = [_parse(m) for m in evenly_divisible_all_gather(_describe(tensors), concat=False)]
+    present = [m for m in metas if m is not None]
+    if not present:
+        return None
+    counts = {len(m) for m in present}
+    if len(counts) > 1:
+        raise ValueError(
+            f"every rank must gather the same number of tensors, got {[len(m) for m in present]}."
+        )
+    out = []
+    for i in range(counts.pop()):
+        shards = [m[i] for m in present]
+        full = [s for s in shards if s[0] > 0]
+        shapes = {s[2] for s in full}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"tensor {i} has rows of different shapes on different ranks: "
+                f"{[s[2] for s in shards]} (trailing dims after the batch dim)."
+            )
+        if not full:  # no rank has rows: nothing to move, the same empty tensor everywhere
+            out.append(torch.zeros((0, *shards[0][2]), dtype=shards[0][1]))
+            continue
+        dtype = full[0][1]
+        for s in full[1:]:
+            dtype = torch.promote_types(dtype, s[1])
+        local = None if tensors is None else tensors[i]
+        if local is None or local.shape[0] == 0:
+            device = local.device if local is not None else torch.device("cpu")
+            local = torch.zeros((0, *shapes.pop()), dtype=dtype, device=device)
+        out.append(evenly_divisible_all_gather(local.to(dtype), concat=True))
+    return out
+
+
 def gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Concatenate each tensor along dim 0 over all ranks, in rank order; identity without DDP.
 
-    Shards may have different lengths (MONAI's ``evenly_divisible_all_gather`` pads and trims).
-    Every rank must call it, with the same number of tensors.
+    Shards may have different lengths (MONAI's ``evenly_divisible_all_gather`` pads and trims),
+    and a rank without data passes tensors with 0 rows, of any trailing shape (see
+    :func:`gather_rows`). Every rank must call it, with the same number of tensors.
     """
     if not is_dist_ready():
         return tensors
-    return tuple(evenly_divisible_all_gather(t, concat=True) for t in tensors)
+    return tuple(gather_rows(tensors))  # type: ignore[arg-type]

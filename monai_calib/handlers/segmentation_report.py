@@ -54,9 +54,10 @@ class SegmentationCalibrationReport(ReportHandler):
       the mean), through :class:`monai_calib.metrics.PooledCalibrationErrorMetric` with
       ``per_image=True``.
 
-    Under ``torch.distributed`` the sums of all ranks are added (every rank needs an image). At
-    ``EPOCH_COMPLETED`` rank 0 writes into ``output_dir``: ``metrics.json`` / ``metrics.csv``
-    (the keys of :data:`SEGMENTATION_METRICS` plus ``n``, the number of images; plain fractions),
+    Under ``torch.distributed`` the sums of all ranks are added (a rank without images adds
+    nothing). At ``EPOCH_COMPLETED`` rank 0 writes into ``output_dir``: ``metrics.json`` /
+    ``metrics.csv`` (the keys of :data:`SEGMENTATION_METRICS` plus ``n``, the number of images;
+    plain fractions),
     ``reliability_statistics.npy`` (top-label statistics ``(1, num_bins, 3)``, read by
     ``python -m monai_calib compare``) and ``reliability.png``. The numbers also go into
     ``engine.state.metrics`` as ``prefix + name``.

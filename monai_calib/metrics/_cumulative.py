@@ -16,8 +16,10 @@ and swaps the storage:
   trimmed by :func:`monai.utils.evenly_divisible_all_gather`).
 - ``"items"``: MONAI's own per-sample storage (used for per-image scores).
 
-Under ``torch.distributed`` every rank must call the metric at least once before ``aggregate()``
-(as for every MONAI cumulative metric): a rank without data does not join the gather.
+Under ``torch.distributed`` every rank joins every gather, also a rank that has seen no data (it
+contributes nothing; MONAI's own ``Cumulative`` skips the gather there and blocks the other
+ranks): the result on every rank is the single-process result on the union of the data, and
+without data on any rank ``get_buffer()`` returns None, as in a single process.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from monai_calib._utils.distributed import gather_cat
+from monai_calib._utils.distributed import gather_rows, is_dist_ready
 
 __all__ = ["StorageCumulativeMetric"]
 
@@ -88,19 +90,37 @@ class StorageCumulativeMetric(CumulativeIterationMetric):
             return
         self.extend(*(torch.as_tensor(d).unsqueeze(0) for d in data))
 
-    def _sync(self) -> None:
-        if self._storage == "items":
-            super()._sync()
-            return
-        if self._synced or self._buffers is None:
-            return
+    def _local_tensors(self) -> list[torch.Tensor] | None:
+        """This rank's buffers as one batch-first tensor each (None before any data)."""
+        if self._buffers is None:
+            return None
         if self._storage == "sum":
-            # (world, ...) -> (1, ...): the per-rank sums added up.
-            self._synced_tensors = [
-                t.sum(dim=0, keepdim=True) for t in gather_cat(*(b[0] for b in self._buffers))
-            ]
+            return [b[0] for b in self._buffers]
+        if self._storage == "concat":
+            return [torch.cat(b, dim=0) for b in self._buffers]
+        try:  # "items", as MONAI's Cumulative (a 0-row batch leaves an empty list)
+            return [torch.stack(b, dim=0) if b else torch.zeros(0) for b in self._buffers]
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise TypeError(f"{e}. unable to sync buffer contents: {self._buffers}.") from e
+
+    def _sync(self) -> None:
+        if is_dist_ready():
+            # Every rank joins every time, with or without data and whether or not its own
+            # buffers changed since the last sync: skipping is a rank-local decision that would
+            # leave the other ranks blocked in the gather.
+            gathered = gather_rows(self._local_tensors())
         else:
-            self._synced_tensors = list(gather_cat(*(torch.cat(b, dim=0) for b in self._buffers)))
+            if self._synced or self._buffers is None:
+                return
+            if self._storage == "items":
+                super()._sync()
+                return
+            gathered = self._local_tensors()
+        if gathered is not None and self._storage == "sum":
+            # (world, ...) -> (1, ...): the per-rank sums added up.
+            gathered = [t.sum(dim=0, keepdim=True) for t in gathered]
+        # None when no rank has data: get_buffer() returns None, as in a single process
+        self._synced_tensors = gathered
         self._synced = True
 
     def _require_buffer(self) -> Any:

@@ -288,8 +288,8 @@ class SegmentationReportMetric:
       the mean), through :class:`~monai_calib.metrics.PooledCalibrationErrorMetric` with
       ``per_image=True``, streamed like Dice.
 
-    Under ``torch.distributed`` every rank must add at least one image before
-    :meth:`aggregate` (as for every MONAI cumulative metric).
+    Under ``torch.distributed`` every rank calls :meth:`aggregate`; a rank without images takes
+    part in the reductions and contributes nothing.
 
     Args:
         num_bins: equal-width bins of the pooled ECE / MCE / SCE. Defaults to 15.
@@ -328,7 +328,6 @@ class SegmentationReportMetric:
         self.classwise = PooledCalibrationErrorMetric(num_bins=self.num_bins, target="classwise")
         self.brier = BrierScoreMetric()
         self.nll = NLLMetric()
-        self._images = 0
 
     def _metrics(self) -> tuple[StorageCumulativeMetric, ...]:
         return (
@@ -374,7 +373,6 @@ class SegmentationReportMetric:
             self.ece_per_image(p, onehot)
             for metric in (self.top_label, self.classwise, self.brier, self.nll):
                 metric(p, idx)
-            self._images += 1
 
     def statistics(self, target: Literal["top_label", "classwise"] = "top_label") -> torch.Tensor:
         """Summed equal-width statistics (all ranks): ``(1, M, 3)`` top-label or ``(K, M, 3)``."""
@@ -383,11 +381,15 @@ class SegmentationReportMetric:
 
     def aggregate(self) -> dict[str, float]:
         """The report's numbers: ``"n"`` (images) then :data:`SEGMENTATION_METRICS`."""
-        if self._images == 0:
+        # the image count of all ranks: every rank joins this gather, also one without images,
+        # so that all ranks raise alike when none has any (a rank-local check would raise on
+        # the empty rank alone and leave the others blocked in the next gather)
+        counts = self.dice.get_buffer()
+        if counts is None:
             raise ValueError(f"{type(self).__name__} received no images.")
         top = self.statistics()
         return {
-            "n": float(self.dice.images()),
+            "n": float(counts[0][2]),
             "dice": float(self.dice.aggregate()),
             "mean_iou": float(self.mean_iou.aggregate()),
             "ece": float(calibration_error_from_statistics(top)),
