@@ -131,15 +131,15 @@ def gather_rows(tensors: Sequence[torch.Tensor] | None) -> list[torch.Tensor] | 
                 f"tensor {i} has rows of different shapes on different ranks: "
                 f"{[s[2] for s in shards]} (trailing dims after the batch dim)."
             )
+        local = None if tensors is None else tensors[i]
+        device = local.device if local is not None else torch.device("cpu")
         if not full:  # no rank has rows: nothing to move, the same empty tensor everywhere
-            out.append(torch.zeros((0, *shards[0][2]), dtype=shards[0][1]))
+            out.append(torch.zeros((0, *shards[0][2]), dtype=shards[0][1], device=device))
             continue
         dtype = full[0][1]
         for s in full[1:]:
             dtype = torch.promote_types(dtype, s[1])
-        local = None if tensors is None else tensors[i]
         if local is None or local.shape[0] == 0:
-            device = local.device if local is not None else torch.device("cpu")
             local = torch.zeros((0, *shapes.pop()), dtype=dtype, device=device)
         out.append(evenly_divisible_all_gather(local.to(dtype), concat=True))
     return out
