@@ -48,7 +48,7 @@ class _DCAFunction(torch.autograd.Function):
             total = all_reduce_sum(
                 torch.stack([conf.sum(), (m == y).to(z.dtype).sum(), z.new_tensor(count)])
             )
-            count = float(total[2])
+            count = total[2]  # a tensor: no host synchronisation
             diff = (total[0] - total[1]) / count
         else:
             acc = (m == y).to(z.dtype).mean()

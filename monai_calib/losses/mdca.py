@@ -80,7 +80,7 @@ class _MDCAFunction(torch.autograd.Function):
                     ]
                 )
             )
-            count = float(total[-1])
+            count = total[-1]  # a tensor: no host synchronisation
             diff = (total[:k] - total[k : 2 * k]) / count
         else:
             mean_p = p.mean(dim=0)
