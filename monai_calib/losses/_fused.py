@@ -18,6 +18,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from monai_calib._utils.distributed import is_dist_ready
 from monai_calib._utils.validation import (
     accumulation_dtype,
     check_finite,
@@ -32,6 +33,7 @@ __all__ = [
     "prepare_inputs",
     "rowdot",
     "scaled_ce_and_entropy",
+    "statistics_over_ranks",
     "upstream_weights",
 ]
 
@@ -83,6 +85,23 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
+def statistics_over_ranks(sync_dist: bool, x: torch.Tensor) -> bool:
+    """Whether a loss computes its batch-level statistics over all ranks for this call.
+
+    True when ``sync_dist`` is set, a process group with more than one rank is initialised and
+    the call builds an autograd graph (grad mode on, ``x`` requires grad): the reduction exists
+    so that a ``DistributedDataParallel`` step equals one step on the concatenated batch. A
+    call without a graph (validation, metrics) keeps the rank-local statistics and runs no
+    collective, so it may run on any subset of the ranks.
+
+    Args:
+        sync_dist: the loss's option.
+        x: the logits, or a tensor computed from all the inputs of the call that may need
+            gradients.
+    """
+    return bool(sync_dist) and torch.is_grad_enabled() and x.requires_grad and is_dist_ready()
+
+
 def upstream_weights(grad_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Upstream gradients of the per-sample losses as a ``(B, 1)`` column of ``dtype``."""
     return grad_output.to(dtype).unsqueeze(1)
@@ -95,9 +114,15 @@ class FusedClassificationLoss(_Loss):
     ``y`` ``(B,)`` (plus :meth:`function_args`) to the per-sample losses ``(B,)``; the reduction
     is applied here, so autograd hands the function each sample's upstream gradient and the
     functions share no reduction logic. Subclasses: TET, DCA, MDCA, LS+.
+
+    Losses with batch-level terms (DCA, MDCA) set :attr:`batch_statistics` and a ``sync_dist``
+    attribute; their function then receives one more argument, the flag of
+    :func:`statistics_over_ranks`, and sums its batch statistics over ranks when it is set.
     """
 
     function: type[torch.autograd.Function]
+    batch_statistics: bool = False
+    sync_dist: bool = False
 
     def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
@@ -109,7 +134,10 @@ class FusedClassificationLoss(_Loss):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss; see the subclass docstring for shapes."""
         z, y = prepare_inputs(input, target)
-        return reduce_per_sample(self.function.apply(z, y, *self.function_args()), self.reduction)
+        args = self.function_args()
+        if self.batch_statistics:
+            args = (*args, statistics_over_ranks(self.sync_dist, z))
+        return reduce_per_sample(self.function.apply(z, y, *args), self.reduction)
 
 
 class _ScaledCEEntropy(torch.autograd.Function):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.distributed import all_reduce_sum, all_reduce_sum_differentiable
 from monai_calib._utils.validation import (
     accumulation_dtype,
     look_up_argument,
@@ -20,7 +20,7 @@ from monai_calib._utils.validation import (
 )
 from monai_calib.enums import CCTEALInferenceRule
 
-from ._fused import scaled_ce_and_entropy
+from ._fused import scaled_ce_and_entropy, statistics_over_ranks
 from ._stateful import StatefulLossBase
 
 __all__ = ["CCTEALLoss", "cct_eal_inference_temperature"]
@@ -120,9 +120,20 @@ class CCTEALLoss(StatefulLossBase):
     :py:class:`~monai_calib.losses._stateful.StatefulLossBase`. Under ``torch.distributed`` (with
     ``sync_dist=True``) the batch label histogram and batch size are summed over ranks, so
     :math:`\\hat f` is the global batch frequency and ``label_ema`` is identical on all ranks
-    (the reference is single-GPU); :math:`H_{\\text{pred}}` stays the local batch mean. The
-    all-reduce is a collective: every rank must call ``forward`` in training mode the same number
-    of times.
+    (the reference is single-GPU). The all-reduce is a collective: every rank must call
+    ``forward`` in training mode the same number of times.
+
+    **DDP.** With ``sync_dist=True`` and a call that builds a graph, :math:`H_{\\text{pred}}` is
+    also the mean over the batch concatenated over ranks, computed with a differentiable
+    all-reduce whose backward sums the gradients over ranks, so the alignment term's gradient
+    reaches every rank's samples (and temperatures). Each rank's loss is its local CE mean plus
+    the global alignment term; after ``DistributedDataParallel`` averages the network's
+    gradients (and :class:`~monai_calib.handlers.LossStateUpdater` the temperatures'), one step
+    equals one step of a single process on the concatenated batch when the shards have equal
+    sizes (with unequal sizes the alignment term is still exact and the CE part is DDP's usual
+    mean of the ranks' means). Every rank must then call ``forward`` and ``backward``. Calls
+    without a graph (e.g. under ``torch.no_grad``) use the local :math:`H_{\\text{pred}}` and no
+    collective for it.
 
     **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
     function with a hand-written backward (first-order gradients only: ``create_graph=True``
@@ -175,8 +186,9 @@ class CCTEALLoss(StatefulLossBase):
                 ``"predicted"``, ``"expected"``, ``"oracle"``. Defaults to ``"predicted"``.
             reference_mode: update ``label_ema`` on every call, evaluation included, as the
                 reference does with its default ``update_stats=True``. Defaults to ``False``.
-            sync_dist: sum the batch label histogram over ranks when ``torch.distributed`` is
-                initialised. Defaults to ``True``.
+            sync_dist: sum the batch label histogram, and the predictive entropies of a call
+                that builds a graph, over ranks when ``torch.distributed`` is initialised (see
+                **DDP** above). Defaults to ``True``.
             eps: floor of the EMA frequencies inside the entropy. Defaults to ``1e-12``.
             reduction: ``"mean"``, ``"sum"`` or ``"none"``. With ``"none"`` the result has
                 shape ``(B,)``: per-sample CE plus the (batch-level) alignment term, so its mean
@@ -318,7 +330,14 @@ class CCTEALLoss(StatefulLossBase):
         z, y = self._prepare(input, target)
         t_sample = self._temperatures().to(z.dtype)[y].unsqueeze(1)
         ce, ent = scaled_ce_and_entropy(z, t_sample, y)
-        h_pred = ent.mean()
+        if statistics_over_ranks(self.sync_dist, ent):  # ent is in a graph through z or T
+            # H_pred of the concatenated batch, in the graph: the backward sums over ranks
+            total = all_reduce_sum_differentiable(
+                torch.stack([ent.sum(), ent.new_tensor(ent.shape[0])])
+            )
+            h_pred = total[0] / total[1]
+        else:
+            h_pred = ent.mean()
         update = self.training or self.reference_mode
 
         with torch.no_grad():

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from monai.utils import LossReduction
 
+from monai_calib._utils.distributed import all_reduce_sum
+
 from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["DCALoss"]
@@ -23,7 +25,8 @@ class _DCAFunction(torch.autograd.Function):
 
     With upstream gradients ``g_i`` and ``G = sum_i g_i``, the gradient is
     ``g_i (p_i - e_{y_i}) + G * beta * sign(C - A) / B * conf_i (e_{m_i} - p_i)``, ``m_i`` the
-    argmax; ``A`` is a constant (no gradient through the accuracy).
+    argmax; ``A`` is a constant (no gradient through the accuracy). With ``sync``, ``C``, ``A``
+    and ``B`` are those of the batch concatenated over ranks and ``G`` is summed over ranks.
     """
 
     @staticmethod
@@ -32,31 +35,44 @@ class _DCAFunction(torch.autograd.Function):
         z: torch.Tensor,
         y: torch.Tensor,
         beta: float,
+        sync: bool = False,
     ) -> torch.Tensor:
         logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
         ce = logp.gather(1, yi).squeeze(1).neg_()
         log_conf, m = logp.max(dim=1)
         conf = log_conf.exp_()
-        acc = (m == y).to(z.dtype).mean()
-        diff = conf.mean() - acc
+        count = float(z.shape[0])
+        if sync:
+            # global sums of confidence, hits and samples: C and A of the concatenated batch
+            total = all_reduce_sum(
+                torch.stack([conf.sum(), (m == y).to(z.dtype).sum(), z.new_tensor(count)])
+            )
+            count = total[2]  # a tensor: no host synchronisation
+            diff = (total[0] - total[1]) / count
+        else:
+            acc = (m == y).to(z.dtype).mean()
+            diff = conf.mean() - acc
         per_sample = ce + beta * diff.abs()
         if z.requires_grad:
             ctx.save_for_backward(logp.exp_(), conf, m.unsqueeze(1), yi, torch.sign(diff))
-        ctx.beta = beta
+        ctx.beta, ctx.sync, ctx.count = beta, sync, count
         return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, conf, mi, yi, sign = ctx.saved_tensors
-        batch = p.shape[0]
         g = upstream_weights(grad_output, p.dtype)
-        b = (g.sum() * ctx.beta / batch * sign) * conf.unsqueeze(1)  # (B, 1)
+        g_sum = g.sum()
+        if ctx.sync:
+            # every rank's penalty depends on this rank's confidences: sum their upstream weights
+            g_sum = all_reduce_sum(g_sum)
+        b = (g_sum * ctx.beta / ctx.count * sign) * conf.unsqueeze(1)  # (B, 1)
         dz = p * (g - b)
         dz.scatter_add_(1, yi, g.expand_as(yi).neg())
         dz.scatter_add_(1, mi, b)
-        return dz, None, None
+        return dz, None, None, None
 
 
 class DCALoss(FusedClassificationLoss):
@@ -75,6 +91,17 @@ class DCALoss(FusedClassificationLoss):
     evenly: :math:`\ell_i = -\log p_{i,y_i} + \beta|C - A|`, so the mean of the vector is the
     ``"mean"`` loss and ``"sum"`` is its sum. The CE weight :math:`\alpha` of the paper is 1.
 
+    **DDP.** With ``sync_dist=True`` (default), a process group of more than one rank and a call
+    that builds a graph, :math:`C` and :math:`A` are the global means over the ranks' batches
+    (one all-reduce in ``forward``, one scalar all-reduce in ``backward``), and the penalty's
+    gradient reaches every rank's samples. Each rank's loss is its local CE mean plus the global
+    penalty, so after ``DistributedDataParallel`` averages the gradients, one step equals one
+    step of a single process on the concatenated batch when the shards have equal sizes (with
+    unequal sizes, the penalty is still exact and the CE part is DDP's usual mean of the
+    ranks' means). Every rank must then call ``forward`` and ``backward``. Calls without a
+    graph (e.g. validation under ``torch.no_grad``) use the local batch and no collective;
+    ``sync_dist=False`` or a single process gives the per-rank (authors') loss.
+
     Inputs:
         - **input**: logits ``(B, K)``, ``K >= 2``; float16/bfloat16 computed in float32.
         - **target**: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
@@ -84,6 +111,8 @@ class DCALoss(FusedClassificationLoss):
         beta: weight :math:`\beta \ge 0` of the penalty. Defaults to ``10.0`` (``loss_fn.py`` of
             the authors' repository; their demo notebook uses 25, the MDCA repository 1).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
+        sync_dist: under ``torch.distributed``, compute :math:`C` and :math:`A` over the batch
+            concatenated over ranks (see **DDP** above). Defaults to ``True``.
 
     Raises:
         ValueError: negative ``beta``, unknown ``reduction``, bad input shapes or values.
@@ -94,17 +123,22 @@ class DCALoss(FusedClassificationLoss):
     """
 
     def __init__(
-        self, beta: float = 10.0, reduction: LossReduction | str = LossReduction.MEAN
+        self,
+        beta: float = 10.0,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        sync_dist: bool = True,
     ) -> None:
         super().__init__(reduction=reduction)
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         self.beta = float(beta)
+        self.sync_dist = bool(sync_dist)
 
     function = _DCAFunction
+    batch_statistics = True
 
     def function_args(self) -> tuple[Any, ...]:
         return (self.beta,)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, reduction={self.reduction!r}"
+        return f"beta={self.beta}, reduction={self.reduction!r}, sync_dist={self.sync_dist}"

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from monai.utils import LossReduction
 
+from monai_calib._utils.distributed import all_reduce_sum
 from monai_calib._utils.validation import look_up_argument
 from monai_calib.enums import MDCABaseLoss
 
@@ -27,7 +28,9 @@ class _MDCAFunction(torch.autograd.Function):
 
     The base-loss gradient is ``w_i p_i - v_i e_{y_i} - u_i 1`` (per base, see ``backward``).
     The penalty's gradient w.r.t. ``z_i`` is
-    ``G * beta / (K B) * p_i * (s - <p_i, s>)`` with ``s_k = sign(P_k - F_k)``.
+    ``G * beta / (K B) * p_i * (s - <p_i, s>)`` with ``s_k = sign(P_k - F_k)``. With ``sync``,
+    ``P``, ``F`` and ``B`` are those of the batch concatenated over ranks and ``G`` is summed
+    over ranks.
     """
 
     @staticmethod
@@ -39,6 +42,7 @@ class _MDCAFunction(torch.autograd.Function):
         base: str,
         gamma: float,
         smoothing: float,
+        sync: bool = False,
     ) -> torch.Tensor:
         batch, k = z.shape
         logp = log_softmax_rows(z)
@@ -64,21 +68,37 @@ class _MDCAFunction(torch.autograd.Function):
             off = smoothing / (k - 1)
             base_loss = -(1.0 - smoothing - off) * logp_y - off * logp.sum(dim=1)
         p = logp.exp_()
-        mean_p = p.mean(dim=0)
-        freq = torch.bincount(y, minlength=k).to(z.dtype) / batch
-        diff = mean_p - freq
+        count = float(batch)
+        if sync:
+            # class sums of probabilities and labels, and the size, of the concatenated batch
+            total = all_reduce_sum(
+                torch.cat(
+                    [
+                        p.sum(dim=0),
+                        torch.bincount(y, minlength=k).to(z.dtype),
+                        z.new_tensor([count]),
+                    ]
+                )
+            )
+            count = total[-1]  # a tensor: no host synchronisation
+            diff = (total[:k] - total[k : 2 * k]) / count
+        else:
+            mean_p = p.mean(dim=0)
+            freq = torch.bincount(y, minlength=k).to(z.dtype) / batch
+            diff = mean_p - freq
         per_sample = base_loss + (beta / k) * diff.abs().sum()
         if z.requires_grad:
             ps = torch.mv(p, torch.sign(diff)) if beta != 0.0 else None
             ctx.save_for_backward(p, yi, torch.sign(diff), ps, coef)
         ctx.beta, ctx.base, ctx.smoothing = beta, base, smoothing
+        ctx.sync, ctx.count = sync, count
         return per_sample
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):  # type: ignore[override]
         p, yi, sign, ps, coef = ctx.saved_tensors
-        batch, k = p.shape
+        k = p.shape[1]
         g = upstream_weights(grad_output, p.dtype)
         # base part: w_i * p_i - v_i * e_y - u_i * 1
         w = g if coef is None else g * coef.unsqueeze(1)
@@ -89,7 +109,11 @@ class _MDCAFunction(torch.autograd.Function):
             v = g * (1.0 - ctx.smoothing - off)
             u = g * off
         if ctx.beta != 0.0:
-            kappa = g.sum() * (ctx.beta / (k * batch))
+            g_sum = g.sum()
+            if ctx.sync:
+                # every rank's penalty depends on this rank's probabilities
+                g_sum = all_reduce_sum(g_sum)
+            kappa = g_sum * (ctx.beta / (k * ctx.count))
             # p_i * (w_i - kappa <p_i, s> + kappa s)
             dz = p * torch.addcmul(w - kappa * ps.unsqueeze(1), kappa, sign.unsqueeze(0))
         else:
@@ -97,7 +121,7 @@ class _MDCAFunction(torch.autograd.Function):
         if u is not None:
             dz.sub_(u)
         dz.scatter_add_(1, yi, v.expand_as(yi).neg())
-        return dz, None, None, None, None, None
+        return dz, None, None, None, None, None, None
 
 
 class MDCALoss(FusedClassificationLoss):
@@ -122,6 +146,18 @@ class MDCALoss(FusedClassificationLoss):
     base loss, so the mean of the vector is the ``"mean"`` loss. The gradient of
     :math:`|\cdot|` at 0 is taken as 0.
 
+    **DDP.** With ``sync_dist=True`` (default), a process group of more than one rank and a call
+    that builds a graph, the class means of :math:`p_{ik}` and of the labels are global means
+    over the ranks' batches (one all-reduce in ``forward``, one scalar all-reduce in
+    ``backward``), and the penalty's gradient reaches every rank's samples. Each rank's loss is
+    its local base-loss mean plus the global penalty, so after ``DistributedDataParallel``
+    averages the gradients, one step equals one step of a single process on the concatenated
+    batch when the shards have equal sizes (with unequal sizes, the penalty is still exact and
+    the base part is DDP's usual mean of the ranks' means). Every rank must then call
+    ``forward`` and ``backward``. Calls without a graph (e.g. validation under
+    ``torch.no_grad``) use the local batch and no collective; ``sync_dist=False`` or a single
+    process gives the per-rank (authors') loss.
+
     Inputs:
         - **input**: logits ``(B, K)``, ``K >= 2``; float16/bfloat16 computed in float32.
         - **target**: class indices ``(B,)`` / ``(B, 1)`` or one-hot ``(B, K)``.
@@ -133,6 +169,9 @@ class MDCALoss(FusedClassificationLoss):
         gamma: focal exponent :math:`\gamma \ge 0` (``"focal"`` only). Defaults to ``1.0``.
         smoothing: :math:`\alpha \in [0, 1)` (``"label_smoothing"`` only). Defaults to ``0.1``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
+        sync_dist: under ``torch.distributed``, compute the class means of the probabilities and
+            labels over the batch concatenated over ranks (see **DDP** above). Defaults to
+            ``True``.
 
     Raises:
         ValueError: unknown ``base_loss`` or ``reduction``, negative ``beta``/``gamma``,
@@ -151,6 +190,7 @@ class MDCALoss(FusedClassificationLoss):
         gamma: float = 1.0,
         smoothing: float = 0.1,
         reduction: LossReduction | str = LossReduction.MEAN,
+        sync_dist: bool = True,
     ) -> None:
         super().__init__(reduction=reduction)
         if not float(beta) >= 0.0:
@@ -163,8 +203,10 @@ class MDCALoss(FusedClassificationLoss):
         self.base_loss = look_up_argument(base_loss, MDCABaseLoss, "base_loss")
         self.gamma = float(gamma)
         self.smoothing = float(smoothing)
+        self.sync_dist = bool(sync_dist)
 
     function = _MDCAFunction
+    batch_statistics = True
 
     def function_args(self) -> tuple[Any, ...]:
         return (self.beta, self.base_loss, self.gamma, self.smoothing)
@@ -172,5 +214,5 @@ class MDCALoss(FusedClassificationLoss):
     def extra_repr(self) -> str:
         return (
             f"beta={self.beta}, base_loss={self.base_loss.value!r}, gamma={self.gamma}, "
-            f"smoothing={self.smoothing}, reduction={self.reduction!r}"
+            f"smoothing={self.smoothing}, reduction={self.reduction!r}, sync_dist={self.sync_dist}"
         )
