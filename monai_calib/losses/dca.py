@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from monai.utils import LossReduction
 
+from monai_calib._utils.validation import check_finite_number
+
 from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
 __all__ = ["DCALoss"]
@@ -86,7 +88,8 @@ class DCALoss(FusedClassificationLoss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
 
     Raises:
-        ValueError: negative ``beta``, unknown ``reduction``, bad input shapes or values.
+        ValueError: ``beta`` negative, NaN or inf, unknown ``reduction``, bad input shapes or
+            values.
 
     References:
         Liang, Zhang, Wang, Xu, Li, "Improved Trainable Calibration Method for Neural Networks on
@@ -97,9 +100,7 @@ class DCALoss(FusedClassificationLoss):
         self, beta: float = 10.0, reduction: LossReduction | str = LossReduction.MEAN
     ) -> None:
         super().__init__(reduction=reduction)
-        if not float(beta) >= 0.0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
-        self.beta = float(beta)
+        self.beta = check_finite_number(beta, "beta", low=0.0)
 
     function = _DCAFunction
 
