@@ -34,12 +34,15 @@ __all__ = [
     "check_class_indices",
     "check_class_scores",
     "check_finite",
+    "check_finite_number",
     "check_floating",
     "check_logits_2d",
     "check_multilabel_target",
     "check_num_bins",
+    "check_one_hot",
     "check_probabilities",
     "check_temperature",
+    "check_threshold",
     "normalize_class_target",
     "normalize_dense_class_target",
     "reduce_per_sample",
@@ -228,8 +231,7 @@ def normalize_class_target(
     if device is not None and target.device != device:
         target = target.to(device)
     if target.ndim == 2 and target.shape[1] == num_classes and num_classes > 1:
-        is_binary = bool(((target == 0) | (target == 1)).all())
-        if not is_binary or not bool((target.sum(dim=1) == 1).all()):
+        if not check_one_hot(target, dim=1):
             raise ValueError(
                 f"{name} of shape {tuple(target.shape)} is read as one-hot (B, K={num_classes}) "
                 "and every row must hold exactly one 1 and zeros elsewhere; soft or multi-hot "
@@ -278,14 +280,7 @@ def normalize_dense_class_target(
         return normalize_class_target(target, num_classes, batch_size=batch, name=name)
     shape = tuple(target.shape)
     if shape == tuple(pred_shape):
-        # one-hot <=> entries >= 0, every voxel's max is 1 and its sum is 1
-        top = target.amax(dim=1)  # no indices: max(dim=1) with indices is several times slower
-        ok = target.numel() == 0 or (
-            bool(target.amin() >= 0)
-            and bool((top == 1).all())
-            and bool((target.sum(dim=1) == 1).all())
-        )
-        if not ok:
+        if not check_one_hot(target, dim=1):  # the rule of the (B, K) path, no tolerance
             raise ValueError(
                 f"{name} of shape {shape} is read as one-hot over dim 1 (K={num_classes}) and "
                 "every voxel must hold exactly one 1 and zeros elsewhere; soft or multi-hot "
@@ -307,11 +302,9 @@ def normalize_dense_class_target(
 def _one_hot_index(y: torch.Tensor) -> torch.Tensor:
     """Class index of every voxel of a validated dense one-hot ``y`` ``(B, K, *spatial)``.
 
-    Each voxel holds a single entry equal to 1 and entries >= 0 summing to exactly 1, so the
-    others are zeros or values too small to change a float sum with 1. On the CPU the index is
-    the product ``[0, 1, ..., K-1] @ y`` (one batched matrix product instead of the slow
-    ``max(dim=1)`` with indices): it is ``k + d`` with ``0 <= d < 1`` (``d = 0`` for a true
-    one-hot), rounded toward ``k`` by the integer conversion, so it equals ``argmax``.
+    Each voxel holds a single entry equal to 1 and zeros elsewhere (:func:`check_one_hot`). On
+    the CPU the index is the product ``[0, 1, ..., K-1] @ y`` (one batched matrix product instead
+    of the slow ``max(dim=1)`` with indices), which is exactly ``k``.
     """
     exact_matmul = (
         y.dtype in (torch.float32, torch.float64)
@@ -387,3 +380,88 @@ def look_up_argument(value: Any, options: type[Enum], name: str) -> Any:
         return look_up_option(value, options)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
+
+
+def _bound_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """``">= 0"``, ``"> 0"``, ``"<= 1"``, ``"in [0, 1)"``... for the messages below."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def check_finite_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return a scalar hyperparameter as a ``float`` after checking it is finite and in range.
+
+    NaN fails every comparison and ±inf is rejected even without an upper bound: an infinite
+    weight or temperature turns a loss into ±inf or NaN at the first step.
+
+    Args:
+        value: a real number (``int``, ``float``, a NumPy scalar or a 0-d tensor); not a
+            ``bool`` or a ``str``.
+        name: the argument name, for the message.
+        low, high: optional bounds; inclusive unless ``low_open`` / ``high_open``.
+
+    Raises:
+        TypeError: ``value`` is a ``bool``, a ``str`` or not convertible to ``float``.
+        ValueError: ``value`` is NaN, ±inf or out of range, e.g.
+            ``"beta must be a finite number >= 0, got inf."``.
+    """
+    rule = _bound_text(low, high, low_open, high_open)
+    expected = f"a finite number {rule}".rstrip()
+    if isinstance(value, (bool, str)):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}.") from None
+    ok = math.isfinite(number)
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {number!r}.")
+    return number
+
+
+def check_threshold(value: Any, name: str = "threshold") -> float:
+    """A decision threshold on a probability: a finite number in ``[0, 1]``.
+
+    It applies to probabilities even when the metric takes logits (it acts after the
+    activation), so the range is the same for every caller.
+
+    Raises:
+        TypeError / ValueError: see :func:`check_finite_number`.
+    """
+    return check_finite_number(value, name, low=0.0, high=1.0)
+
+
+def check_one_hot(target: torch.Tensor, dim: int = 1) -> bool:
+    """Whether every slice of ``target`` along ``dim`` is exactly one-hot: one entry equal to 1,
+    zeros elsewhere (no tolerance).
+
+    The rule of both one-hot readers, :func:`normalize_class_target` (``(B, K)``) and
+    :func:`normalize_dense_class_target` (``(B, K, *spatial)``). With every entry in [0, 1]
+    (one ``aminmax``; NaN fails it), ``ceil`` counts the nonzero entries exactly, and with a
+    single nonzero entry the plain sum is that entry, so ``sum == 1`` makes it 1. Soft values
+    (``1e-9``, ``1 - 1e-9``) are rejected even where a float row sum would round them away.
+    """
+    if target.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(target)
+    if not (bool(lo >= 0) and bool(hi <= 1)):
+        return False
+    nonzero = target.ceil() if target.is_floating_point() else target
+    return bool((nonzero.sum(dim=dim) == 1).all()) and bool((target.sum(dim=dim) == 1).all())

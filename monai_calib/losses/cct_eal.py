@@ -14,6 +14,7 @@ from torch import nn
 from monai_calib._utils.distributed import all_reduce_sum, all_reduce_sum_differentiable
 from monai_calib._utils.validation import (
     accumulation_dtype,
+    check_finite_number,
     look_up_argument,
     normalize_class_target,
     reduce_per_sample,
@@ -197,23 +198,25 @@ class CCTEALLoss(StatefulLossBase):
         Raises:
             TypeError: ``num_classes`` is not an int.
             ValueError: ``num_classes < 2``; ``alpha_max < 0``; ``warmup_ratio`` or
-                ``momentum`` outside ``[0, 1]``; bad temperature bounds; ``eps <= 0``;
-                unknown ``inference_rule``; unsupported ``reduction``.
+                ``momentum`` outside ``[0, 1]``; bad temperature bounds; NaN or inf values;
+                ``eps`` outside ``(0, 1)``; unknown ``inference_rule``; unsupported ``reduction``.
         """
         super().__init__(num_classes, reduction=reduction)
-        if not (0 <= alpha_max < math.inf):
-            raise ValueError(f"alpha_max must be finite and >= 0, got {alpha_max}.")
-        if not (0 <= warmup_ratio <= 1):
-            raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}.")
-        if not (0 <= momentum <= 1):
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
-        if not (0 < temperature_min < temperature_max < math.inf):
+        alpha_max = check_finite_number(alpha_max, "alpha_max", low=0.0)
+        warmup_ratio = check_finite_number(warmup_ratio, "warmup_ratio", low=0.0, high=1.0)
+        momentum = check_finite_number(momentum, "momentum", low=0.0, high=1.0)
+        temperature_min = check_finite_number(
+            temperature_min, "temperature_min", low=0.0, low_open=True
+        )
+        temperature_max = check_finite_number(
+            temperature_max, "temperature_max", low=0.0, low_open=True
+        )
+        if not temperature_min < temperature_max:
             raise ValueError(
                 "temperature_min and temperature_max must satisfy 0 < temperature_min < "
                 f"temperature_max < inf, got {temperature_min} and {temperature_max}."
             )
-        if not (0 < eps < 1):
-            raise ValueError(f"eps must be in (0, 1), got {eps}.")
+        eps = check_finite_number(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
         self.alpha_max = float(alpha_max)
         self.warmup_ratio = float(warmup_ratio)
         self.momentum = float(momentum)

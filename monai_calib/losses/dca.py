@@ -14,6 +14,7 @@ import torch
 from monai.utils import LossReduction
 
 from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.validation import check_finite_number
 
 from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
@@ -115,7 +116,8 @@ class DCALoss(FusedClassificationLoss):
             concatenated over ranks (see **DDP** above). Defaults to ``True``.
 
     Raises:
-        ValueError: negative ``beta``, unknown ``reduction``, bad input shapes or values.
+        ValueError: ``beta`` negative, NaN or inf, unknown ``reduction``, bad input shapes or
+            values.
 
     References:
         Liang, Zhang, Wang, Xu, Li, "Improved Trainable Calibration Method for Neural Networks on
@@ -129,9 +131,7 @@ class DCALoss(FusedClassificationLoss):
         sync_dist: bool = True,
     ) -> None:
         super().__init__(reduction=reduction)
-        if not float(beta) >= 0.0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
-        self.beta = float(beta)
+        self.beta = check_finite_number(beta, "beta", low=0.0)
         self.sync_dist = bool(sync_dist)
 
     function = _DCAFunction

@@ -14,6 +14,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai_calib._utils.validation import (
     accumulation_dtype,
+    check_finite_number,
     check_logits_2d,
     check_multilabel_target,
     reduce_per_sample,
@@ -24,9 +25,7 @@ __all__ = ["LDACELoss"]
 
 def check_clip_eps(clip_eps: float) -> float:
     """Validate the probability clip :math:`\\epsilon \\in [0, 0.5)` (``ValueError`` otherwise)."""
-    if not 0.0 <= float(clip_eps) < 0.5:
-        raise ValueError(f"clip_eps must be in [0, 0.5), got {clip_eps}.")
-    return float(clip_eps)
+    return check_finite_number(clip_eps, "clip_eps", low=0.0, high=0.5, high_open=True)
 
 
 def prepare_multilabel_logits(

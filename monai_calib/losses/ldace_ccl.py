@@ -8,7 +8,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import reduce_per_sample
+from monai_calib._utils.validation import check_finite_number, reduce_per_sample
 
 from .ccl import CanonicalCalibrationLoss
 from .ldace import LDACELoss, clipped_sigmoid, prepare_multilabel_logits
@@ -54,7 +54,7 @@ class LDACECCLoss(_Loss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
 
     Raises:
-        ValueError: negative ``ccl_weight``, ``num_bins < 1``, ``clip_eps`` outside
+        ValueError: negative or non-finite ``ccl_weight``, ``num_bins < 1``, ``clip_eps`` outside
             ``[0, 0.5)``, unknown ``reduction``; bad logits or target.
         TypeError: non-integer ``num_bins``; non-tensor or non-floating-point logits.
 
@@ -75,9 +75,7 @@ class LDACECCLoss(_Loss):
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
-        if not float(ccl_weight) >= 0.0:
-            raise ValueError(f"ccl_weight must be >= 0, got {ccl_weight}.")
-        self.ccl_weight = float(ccl_weight)
+        self.ccl_weight = check_finite_number(ccl_weight, "ccl_weight", low=0.0)
         self.ldace = LDACELoss(clip_eps=clip_eps, reduction=LossReduction.NONE)
         self.ccl = CanonicalCalibrationLoss(
             num_bins=num_bins, clip_eps=clip_eps, reduction=LossReduction.NONE

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from monai.utils import LossReduction
 
-from monai_calib._utils.validation import normalize_class_target
+from monai_calib._utils.validation import check_finite_number, normalize_class_target
 
 from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
 
@@ -190,9 +190,7 @@ class LSPlusLoss(FusedClassificationLoss):
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=reduction)
-        if not 0.0 <= float(mix) <= 1.0:
-            raise ValueError(f"mix must be in [0, 1], got {mix}.")
-        self.mix = float(mix)
+        self.mix = check_finite_number(mix, "mix", low=0.0, high=1.0)
         self.register_buffer("class_prior", self._validate_prior(class_prior), persistent=True)
 
     @staticmethod

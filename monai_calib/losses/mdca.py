@@ -15,7 +15,7 @@ import torch
 from monai.utils import LossReduction
 
 from monai_calib._utils.distributed import all_reduce_sum
-from monai_calib._utils.validation import look_up_argument
+from monai_calib._utils.validation import check_finite_number, look_up_argument
 from monai_calib.enums import MDCABaseLoss
 
 from ._fused import FusedClassificationLoss, log_softmax_rows, upstream_weights
@@ -174,8 +174,8 @@ class MDCALoss(FusedClassificationLoss):
             ``True``.
 
     Raises:
-        ValueError: unknown ``base_loss`` or ``reduction``, negative ``beta``/``gamma``,
-            ``smoothing`` outside ``[0, 1)``, bad input shapes or values.
+        ValueError: unknown ``base_loss`` or ``reduction``, negative or non-finite
+            ``beta``/``gamma``, ``smoothing`` outside ``[0, 1)``, bad input shapes or values.
 
     References:
         Hebbalaguppe, Prakash, Madan, Arora, "A Stitch in Time Saves Nine: A Train-Time
@@ -193,16 +193,12 @@ class MDCALoss(FusedClassificationLoss):
         sync_dist: bool = True,
     ) -> None:
         super().__init__(reduction=reduction)
-        if not float(beta) >= 0.0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
-        if not float(gamma) >= 0.0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}.")
-        if not 0.0 <= float(smoothing) < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
-        self.beta = float(beta)
+        self.beta = check_finite_number(beta, "beta", low=0.0)
         self.base_loss = look_up_argument(base_loss, MDCABaseLoss, "base_loss")
-        self.gamma = float(gamma)
-        self.smoothing = float(smoothing)
+        self.gamma = check_finite_number(gamma, "gamma", low=0.0)
+        self.smoothing = check_finite_number(
+            smoothing, "smoothing", low=0.0, high=1.0, high_open=True
+        )
         self.sync_dist = bool(sync_dist)
 
     function = _MDCAFunction

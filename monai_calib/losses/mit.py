@@ -13,7 +13,12 @@ from monai.utils import LossReduction
 from torch import nn
 
 from monai_calib._utils.distributed import all_reduce_sum
-from monai_calib._utils.validation import check_logits_2d, check_temperature, reduce_per_sample
+from monai_calib._utils.validation import (
+    check_finite_number,
+    check_logits_2d,
+    check_temperature,
+    reduce_per_sample,
+)
 
 from ._fused import scaled_ce_and_entropy
 from ._stateful import StatefulLossBase
@@ -135,22 +140,29 @@ class MiTLoss(StatefulLossBase):
             TypeError: ``num_classes`` is not an int.
             ValueError: ``num_classes < 2``; non-positive or non-finite temperature bounds or
                 ``temperature_min >= temperature_max``; ``init_temperature`` outside the bounds;
-                ``lambda_max < 0``; unsupported ``reduction``.
+                ``lambda_max`` negative or non-finite; unsupported ``reduction``.
         """
         super().__init__(num_classes, reduction=reduction)
-        if not (0 < temperature_min < temperature_max < math.inf):
+        temperature_min = check_finite_number(
+            temperature_min, "temperature_min", low=0.0, low_open=True
+        )
+        temperature_max = check_finite_number(
+            temperature_max, "temperature_max", low=0.0, low_open=True
+        )
+        if not temperature_min < temperature_max:
             raise ValueError(
                 "temperature_min and temperature_max must satisfy 0 < temperature_min < "
                 f"temperature_max < inf, got {temperature_min} and {temperature_max}."
             )
+        init_temperature = check_finite_number(
+            init_temperature, "init_temperature", low=0.0, low_open=True
+        )
         if not (temperature_min <= init_temperature <= temperature_max):
             raise ValueError(
                 f"init_temperature must be in [{temperature_min}, {temperature_max}], got "
                 f"{init_temperature}."
             )
-        if not (0 <= lambda_max < math.inf):
-            raise ValueError(f"lambda_max must be finite and >= 0, got {lambda_max}.")
-        self.lambda_max = float(lambda_max)
+        self.lambda_max = check_finite_number(lambda_max, "lambda_max", low=0.0)
         self.temperature_min = float(temperature_min)
         self.temperature_max = float(temperature_max)
         self.reference_mode = bool(reference_mode)

@@ -22,6 +22,7 @@ from torch.nn.modules.loss import _Loss
 from monai_calib._utils.validation import (
     accumulation_dtype,
     check_finite,
+    check_finite_number,
     normalize_dense_class_target,
 )
 
@@ -123,6 +124,7 @@ class MultiplicativeLoss(_Loss):
             TypeError: When ``other_act`` is not an ``Optional[Callable]``.
             ValueError: When more than 1 of [``sigmoid=True``, ``softmax=True``,
                 ``other_act is not None``].
+            ValueError: When ``smooth_nr`` or ``smooth_dr`` is negative, NaN or inf.
             ValueError: When ``reduction`` is ``"none"`` (the batch Dice is global) or not a
                 ``LossReduction``.
         """
@@ -142,8 +144,8 @@ class MultiplicativeLoss(_Loss):
             softmax=softmax,
             other_act=other_act,
             reduction=LossReduction.NONE,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
+            smooth_nr=check_finite_number(smooth_nr, "smooth_nr", low=0.0),
+            smooth_dr=check_finite_number(smooth_dr, "smooth_dr", low=0.0),
             batch=True,
         )
         self.include_background = include_background

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from monai.utils import LossReduction
 
-from monai_calib._utils.validation import check_temperature
+from monai_calib._utils.validation import check_finite_number
 
 from ._fused import FusedClassificationLoss, log_softmax_rows, rowdot, upstream_weights
 
@@ -111,8 +111,8 @@ class TETLoss(FusedClassificationLoss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``. Defaults to ``"mean"``.
 
     Raises:
-        ValueError: ``temperature`` not finite and > 0, negative ``entropy_weight`` or ``eps``,
-            unknown ``reduction``; bad input (see
+        ValueError: ``temperature`` not finite and > 0, negative or non-finite
+            ``entropy_weight`` or ``eps``, unknown ``reduction``; bad input (see
             :func:`~monai_calib._utils.validation.check_logits_2d` and
             :func:`~monai_calib._utils.validation.normalize_class_target`).
 
@@ -135,13 +135,9 @@ class TETLoss(FusedClassificationLoss):
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=reduction)
-        self._temperature = check_temperature(temperature)
-        if not float(entropy_weight) >= 0.0:
-            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}.")
-        if not float(eps) >= 0.0:
-            raise ValueError(f"eps must be >= 0, got {eps}.")
-        self.entropy_weight = float(entropy_weight)
-        self.eps = float(eps)
+        self._temperature = check_finite_number(temperature, "temperature", low=0.0, low_open=True)
+        self.entropy_weight = check_finite_number(entropy_weight, "entropy_weight", low=0.0)
+        self.eps = check_finite_number(eps, "eps", low=0.0)
         self.apply_temperature_at_inference = bool(apply_temperature_at_inference)
 
     @property

@@ -7,6 +7,10 @@ like) live in :mod:`monai_calib._utils.validation`; this module adds what only t
 ``logits=True`` (softmax / sigmoid applied here), the float32 promotion of half inputs, and the
 check that softmax rows sum to 1 within a dtype-dependent tolerance.
 
+Metrics are not differentiable: :func:`detach` drops the autograd history of the inputs at the
+entry of every metric (binning and counting have no gradient, and a graph kept alive by a
+streamed statistic would hold the network's activations).
+
 Two layouts are accepted, with the class (or label) axis at dim 1: ``(B, K)`` and
 ``(B, K, *spatial)``, where every voxel is one sample. The inputs are never permuted or copied
 more than needed: the metrics bin every voxel in its native layout and only flatten at the end.
@@ -26,6 +30,7 @@ from monai_calib._utils.validation import (
 )
 
 __all__ = [
+    "detach",
     "prepare_multiclass",
     "prepare_multilabel",
     "raise_probability_error",
@@ -41,6 +46,15 @@ def sum_tolerance(dtype: torch.dtype, num_classes: int) -> float:
     """
     eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
     return max(1e-3, num_classes * eps)
+
+
+def detach(x: object) -> object:
+    """``x.detach()`` for a tensor (the metrics take no gradient), ``x`` unchanged otherwise.
+
+    Without it an input with ``requires_grad=True`` would build a graph through every metric
+    step and break the ``out=`` kernels of the CPU fast path (autograd rejects ``out=``).
+    """
+    return x.detach() if isinstance(x, torch.Tensor) else x
 
 
 def _to_float(y_pred: torch.Tensor) -> torch.Tensor:
@@ -71,7 +85,7 @@ def prepare_multiclass(
 
     Returns:
         ``probs`` with ``y_pred``'s shape (float32 for half inputs, the input dtype otherwise)
-        and ``labels`` as ``long`` of shape ``(B, *spatial)``.
+        and ``labels`` as ``long`` of shape ``(B, *spatial)``, both detached (no autograd).
 
     Raises:
         TypeError: non-tensor or non-floating ``y_pred``; boolean or non-tensor ``y``.
@@ -79,6 +93,7 @@ def prepare_multiclass(
             values, probabilities outside [0, 1] or rows that do not sum to 1.
     """
     check_class_scores(y_pred, "y_pred", min_classes=2)
+    y_pred, y = detach(y_pred), detach(y)
     in_dtype = y_pred.dtype  # the sum tolerance is the input's (bf16 rows carry bf16 rounding)
     y_pred = _to_float(y_pred)
     num_classes = y_pred.shape[1]
@@ -147,9 +162,10 @@ def prepare_multilabel(
         y: multi-hot targets of ``y_pred``'s shape with values in {0, 1}.
 
     Returns:
-        ``probs`` and ``targets`` (float, same shape).
+        ``probs`` and ``targets`` (float, same shape), detached (no autograd).
     """
     check_class_scores(y_pred, "y_pred", min_classes=1)
+    y_pred, y = detach(y_pred), detach(y)
     y_pred = _to_float(y_pred)
     t = check_multilabel_target(
         y, y_pred.shape, name="y", input_name="y_pred", dtype=y_pred.dtype, device=y_pred.device

@@ -40,6 +40,7 @@ from ._calibration_kernels import (
     fast_path_ok,
 )
 from ._inputs import (
+    detach,
     prepare_multiclass,
     prepare_multilabel,
 )
@@ -86,6 +87,8 @@ def calibration_statistics(
     without any Python loop over bins or classes and without materialising a one-hot. On the
     CPU, softmax-type equal-width statistics are computed in one pass over cache-sized blocks
     that also runs the input checks (see ``_calibration_kernels``); counts are the same integers.
+    Not differentiable: inputs with ``requires_grad=True`` are detached (the result holds no
+    autograd graph), at any number of intra-op threads.
 
     Args:
         y_pred: probabilities (or logits with ``logits=True``), class axis at dim 1.
@@ -116,6 +119,7 @@ def calibration_statistics(
     target = look_up_argument(target, CalibrationTarget, "target")
     binning = look_up_argument(binning, Binning, "binning")
     num_bins = check_num_bins(num_bins)
+    y_pred, y = detach(y_pred), detach(y)  # not differentiable; the fast path uses out= kernels
 
     if target == "marginal":
         probs, truth = prepare_multilabel(y_pred, y, logits=logits)
@@ -284,7 +288,8 @@ def calibration_error(
         \\big|\\mathrm{acc}_b - \\mathrm{conf}_b\\big|
 
     With ``binning="equal_width"`` this equals
-    ``calibration_error_from_statistics(calibration_statistics(...))``.
+    ``calibration_error_from_statistics(calibration_statistics(...))``. Not differentiable:
+    inputs with ``requires_grad=True`` are detached (use a calibration loss to train).
 
     Args:
         y_pred: probabilities (rows summing to 1 over dim 1 for ``"top_label"`` /

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from monai_calib._utils.validation import check_finite, check_multilabel_target
+from monai_calib._utils.validation import check_finite, check_multilabel_target, check_threshold
 
 __all__ = ["hamming_loss", "multilabel_auc"]
 
@@ -79,18 +79,21 @@ def hamming_loss(
         - **output**: 0-d float64 tensor.
 
     Args:
-        threshold: decision threshold on the probability (``q >= threshold`` is positive).
+        threshold: decision threshold on the probability (``q >= threshold`` is positive), a
+            finite number in ``[0, 1]`` (also with an ``activation``: it applies after it).
             Defaults to ``0.5``.
         activation: ``None`` (inputs are probabilities), ``"sigmoid"`` or ``"squared_sigmoid"``
             (inputs are logits). Defaults to ``None``.
 
     Raises:
-        TypeError: non-tensor or non-floating-point ``y_pred``, non-tensor ``y``.
+        TypeError: non-tensor or non-floating-point ``y_pred``, non-tensor ``y``, non-number
+            ``threshold``.
         ValueError: wrong shapes, NaN/Inf scores, probabilities outside ``[0, 1]``, non-binary
-            ``y``, unknown ``activation``.
+            ``y``, unknown ``activation``, ``threshold`` NaN/Inf or outside ``[0, 1]``.
     """
+    threshold = check_threshold(threshold)
     scores, target = _prepare(y_pred, y, activation)
-    decisions = (scores >= float(threshold)).to(torch.float64)
+    decisions = (scores >= threshold).to(torch.float64)
     return (decisions != target).to(torch.float64).mean()
 
 

@@ -26,7 +26,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric, DiceMetric, MeanIoU, compute_roc_auc
 from monai.networks.utils import one_hot
 
-from monai_calib._utils.validation import check_num_bins, normalize_class_target
+from monai_calib._utils.validation import check_num_bins, check_threshold, normalize_class_target
 
 from ._cumulative import StorageCumulativeMetric
 from .calibration_error import (
@@ -98,7 +98,7 @@ def classification_report(
     if not isinstance(y_pred, torch.Tensor) or y_pred.ndim != 2:
         shape = tuple(y_pred.shape) if isinstance(y_pred, torch.Tensor) else type(y_pred).__name__
         raise ValueError(f"y_pred must have shape (N, K), got {shape}.")
-    p = y_pred.double()
+    p = y_pred.detach().double()  # metrics take no gradient (compute_roc_auc calls numpy())
     k = p.shape[1]
     idx = normalize_class_target(y, k, batch_size=p.shape[0], name="y")
     onehot = torch.nn.functional.one_hot(idx, k).double()
@@ -169,7 +169,7 @@ def multilabel_report(
 
     Args:
         num_bins: bins of the equal-width and equal-mass errors. Defaults to 15.
-        threshold: Hamming decision threshold. Defaults to 0.5.
+        threshold: Hamming decision threshold, a finite number in ``[0, 1]``. Defaults to 0.5.
 
     Returns:
         ``{"n": N, "hamming": ..., "auc_macro": ..., ...}`` (keys: ``"n"`` then
@@ -177,8 +177,9 @@ def multilabel_report(
 
     Raises:
         ValueError / TypeError: bad shapes, probabilities outside [0, 1], non-binary labels
-            (from the metric functions).
+            (from the metric functions); ``threshold`` NaN/Inf or outside ``[0, 1]``.
     """
+    threshold = check_threshold(threshold)
     p, t = check_multilabel_pair(y_pred, y)
     p = p.double()
     t = t.double()

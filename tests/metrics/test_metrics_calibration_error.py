@@ -515,11 +515,33 @@ def test_dense_one_hot_labels_equal_index_labels(dtype):
     if dtype != torch.long:
         one_hot[0, :, 0, 0] = 0.0
         one_hot[0, 4, 0, 0] = 1.0
-        one_hot[0, 0, 0, 0] = 1e-30  # accepted (the voxel sums to exactly 1), class 4
         idx[0, 0, 0, 0] = 4
     for target in ("top_label", "classwise"):
         a = calibration_statistics(p, one_hot, target=target)
         assert torch.equal(a, calibration_statistics(p, idx, target=target))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "soft",
+    [(1.0, 1e-9), (1.0, 1e-30), (1 - 1e-9, 1e-9), (1 + 1e-6, 0.0), (1.0, -1e-30)],
+    ids=["tiny", "tiny30", "below_one", "above_one", "tiny_negative"],
+)
+def test_soft_one_hot_is_rejected_by_the_2d_and_the_dense_path_alike(dtype, soft):
+    """One rule for both one-hot readers: exactly one 1 and zeros elsewhere, no tolerance (the
+    dense path used to accept entries that a float32 row sum rounds away, e.g. 1e-9)."""
+    row = torch.tensor([soft[0], soft[1], 0.0], dtype=dtype)
+    p2 = torch.softmax(torch.randn(4, 3, dtype=dtype), 1)
+    y2 = torch.eye(3, dtype=dtype)[[0, 1, 2, 0]]
+    y2[0] = row
+    dense_p = p2.T.reshape(1, 3, 2, 2)
+    dense_y = y2.T.reshape(1, 3, 2, 2)
+    for p, y in ((p2, y2), (dense_p, dense_y)):
+        with pytest.raises(ValueError, match="exactly one 1"):
+            calibration_statistics(p, y)
+    exact = torch.eye(3, dtype=dtype)[[0, 1, 2, 0]]  # the same layout, one-hot: accepted
+    a = calibration_statistics(p2, exact)
+    assert torch.equal(a, calibration_statistics(dense_p, exact.T.reshape(1, 3, 2, 2)))
 
 
 @pytest.mark.parametrize("fn", [brier_score, negative_log_likelihood])

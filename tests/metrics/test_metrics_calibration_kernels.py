@@ -307,3 +307,65 @@ def test_whole_tensor_path_equals_chunked_path(monkeypatch, dtype, shape):
             _assert_same_statistics(whole_logits, chunked_logits)
             ref = _np_width_statistics(flat_p, y.reshape(-1), num_bins, target)
             _assert_same_statistics(whole, ref)
+
+
+def _grad_inputs(kind: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities that require grad: a leaf, or the softmax of a parameter (non-leaf)."""
+    g = torch.Generator().manual_seed(13)
+    z = torch.randn(shape, generator=g, dtype=torch.float32)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    if kind == "leaf":
+        return torch.softmax(z, 1).requires_grad_(True), y
+    return torch.softmax(torch.nn.Parameter(z), 1), y
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["leaf", "non_leaf"])
+@pytest.mark.parametrize("shape", [(300, 4), (2, 3, 5, 6)])
+def test_grad_inputs_are_detached_at_any_thread_count(threads, kind, shape):
+    """Metrics are not differentiable: inputs with requires_grad=True give the same values as
+    detached ones (the 1-thread fast path's ``mm(out=)`` used to raise a RuntimeError) and no
+    result holds an autograd graph."""
+    from monai_calib.metrics import (
+        BrierScoreMetric,
+        NLLMetric,
+        PooledCalibrationErrorMetric,
+        brier_score,
+        negative_log_likelihood,
+    )
+
+    p, y = _grad_inputs(kind, shape)
+    ref = p.detach().clone()
+    with _num_threads(threads):
+        for target in ("top_label", "classwise"):
+            got = calibration_statistics(p, y, target=target)
+            assert not got.requires_grad
+            _assert_same_statistics(got, calibration_statistics(ref, y, target=target))
+            for binning in ("equal_width", "equal_mass"):
+                ece = calibration_error(p, y, target=target, binning=binning)
+                assert not ece.requires_grad
+                assert torch.equal(ece, calibration_error(ref, y, target=target, binning=binning))
+        marginal = calibration_error(
+            p, torch.nn.functional.one_hot(y, p.shape[1]).movedim(-1, 1), target="marginal"
+        )
+        assert not marginal.requires_grad
+        for fn in (brier_score, negative_log_likelihood):
+            out = fn(p, y)
+            assert not out.requires_grad
+            assert torch.equal(out, fn(ref, y))
+        for cls in (PooledCalibrationErrorMetric, BrierScoreMetric, NLLMetric):
+            metric = cls()
+            metric(p, y)
+            value = metric.aggregate()
+            assert not value.requires_grad
+            expected = cls()
+            expected(ref, y)
+            assert torch.equal(value, expected.aggregate())
+
+
+@pytest.mark.parametrize("kind", ["leaf", "non_leaf"])
+def test_classification_report_of_grad_inputs_equals_detached(kind):
+    from monai_calib.metrics import classification_report
+
+    p, y = _grad_inputs(kind, (60, 3))
+    assert classification_report(p, y) == classification_report(p.detach().clone(), y)

@@ -149,3 +149,32 @@ def test_property_auc_matches_sklearn_with_ties(n: int, k: int, levels: int, see
     assert float(hamming_loss(p, y)) == pytest.approx(
         sk_hamming_loss(y.numpy().astype(int), (p.numpy() >= 0.5).astype(int)), abs=1e-12
     )
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf"), 1.5, 2.0, -0.1])
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_hamming_loss_and_report_reject_thresholds_outside_0_1(threshold, activation):
+    """The threshold acts on the probability (also after an activation): finite, in [0, 1]."""
+    from monai_calib.metrics import multilabel_report
+
+    p, y = _data(8, 3, seed=5)
+    x = torch.logit(p.clamp(1e-4, 1 - 1e-4)) if activation else p
+    pattern = rf"threshold must be a finite number in \[0, 1\], got {threshold!r}"
+    with pytest.raises(ValueError, match=pattern):
+        hamming_loss(x, y, threshold=threshold, activation=activation)
+    with pytest.raises(ValueError, match=pattern):
+        multilabel_report(p, y, threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [True, "0.5", None])
+def test_hamming_loss_threshold_type(threshold):
+    p, y = _data(8, 3, seed=5)
+    with pytest.raises(TypeError, match="threshold must be a finite number"):
+        hamming_loss(p, y, threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [0, 0.0, 1, 1.0, np.float32(0.25)])
+def test_hamming_loss_threshold_bounds_are_valid(threshold):
+    p, y = _data(8, 3, seed=5)
+    expected = ((p >= float(threshold)).double() != y).double().mean()
+    assert torch.equal(hamming_loss(p, y, threshold=threshold), expected)

@@ -19,6 +19,19 @@ import torch
 from entry_points import METRIC_CLASSES, SEG_LOSS_CLASSES, losses_of_kind
 
 from monai_calib.calibration import TemperatureScaler, fit_temperature
+from monai_calib.losses import (
+    CAMLLoss,
+    CanonicalCalibrationLoss,
+    CCTEALLoss,
+    DCALoss,
+    LDACECCLoss,
+    LDACELoss,
+    LSPlusLoss,
+    MDCALoss,
+    MiTLoss,
+    MultiplicativeLoss,
+    TETLoss,
+)
 from monai_calib.metrics import (
     PooledCalibrationErrorMetric,
     brier_score,
@@ -154,6 +167,74 @@ def _non_finite_bad(name: str) -> dict[str, tuple[Callable, type[Exception], str
             rf"{name} must be finite, got 0 NaN and 1 Inf",
         ),
     }
+
+
+# ------------------------------------------------------- loss constructor hyperparameters
+
+#: loss class -> (required constructor arguments, {float hyperparameter: its range in words})
+LOSS_FLOAT_ARGS: dict[str, tuple[Callable[..., torch.nn.Module], dict, dict[str, str]]] = {
+    "DCALoss": (DCALoss, {}, {"beta": ">= 0"}),
+    "MDCALoss": (MDCALoss, {}, {"beta": ">= 0", "gamma": ">= 0", "smoothing": r"in \[0, 1\)"}),
+    "TETLoss": (TETLoss, {}, {"temperature": "> 0", "entropy_weight": ">= 0", "eps": ">= 0"}),
+    "MiTLoss": (
+        MiTLoss,
+        {"num_classes": K},
+        {
+            "init_temperature": "> 0",
+            "lambda_max": ">= 0",
+            "temperature_min": "> 0",
+            "temperature_max": "> 0",
+        },
+    ),
+    "CCTEALLoss": (
+        CCTEALLoss,
+        {"num_classes": K},
+        {
+            "alpha_max": ">= 0",
+            "warmup_ratio": r"in \[0, 1\]",
+            "momentum": r"in \[0, 1\]",
+            "temperature_min": "> 0",
+            "temperature_max": "> 0",
+            "eps": r"in \(0, 1\)",
+        },
+    ),
+    "LSPlusLoss": (LSPlusLoss, {"class_prior": [0.6] * K}, {"mix": r"in \[0, 1\]"}),
+    "LDACELoss": (LDACELoss, {}, {"clip_eps": r"in \[0, 0.5\)"}),
+    "CanonicalCalibrationLoss": (
+        CanonicalCalibrationLoss,
+        {},
+        {"clip_eps": r"in \[0, 0.5\)"},
+    ),
+    "LDACECCLoss": (LDACECCLoss, {}, {"ccl_weight": ">= 0", "clip_eps": r"in \[0, 0.5\)"}),
+    "MultiplicativeLoss": (MultiplicativeLoss, {}, {"smooth_nr": ">= 0", "smooth_dr": ">= 0"}),
+    "CAMLLoss": (CAMLLoss, {}, {"smooth_nr": ">= 0", "smooth_dr": ">= 0"}),
+}
+LOSS_FLOAT_CASES = [(name, arg) for name, (_, _, args) in LOSS_FLOAT_ARGS.items() for arg in args]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name,arg", LOSS_FLOAT_CASES)
+def test_loss_float_hyperparameter_rejects_non_finite(name: str, arg: str, bad: float) -> None:
+    """Every float hyperparameter of every loss is a finite number in its range: NaN and ±inf
+    are rejected at construction (an infinite weight gave a ±inf or NaN loss at step 1)."""
+    cls, required, rules = LOSS_FLOAT_ARGS[name]
+    pattern = rf"{arg} must be a finite number {rules[arg]}, got {bad!r}\."
+    with pytest.raises(ValueError, match=pattern):
+        cls(**required, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", LOSS_FLOAT_CASES)
+def test_loss_float_hyperparameter_type(name: str, arg: str) -> None:
+    cls, required, _ = LOSS_FLOAT_ARGS[name]
+    with pytest.raises(TypeError, match=rf"{arg} must be a finite number"):
+        cls(**required, **{arg: "0.5"})
+
+
+def test_loss_float_hyperparameter_table_covers_every_loss() -> None:
+    from entry_points import LOSSES
+
+    names = {name.split("-")[0] for name in LOSSES}
+    assert names == set(LOSS_FLOAT_ARGS)
 
 
 # ------------------------------------------------------------ classification losses: bad
