@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from monai.handlers.ignite_metric import IgniteMetricHandler
 
+from monai_calib._utils.validation import check_threshold
 from monai_calib.metrics._cumulative import StorageCumulativeMetric
 from monai_calib.metrics.calibration_error import calibration_statistics
 from monai_calib.metrics.multilabel import multilabel_auc
@@ -140,12 +141,10 @@ class MultiLabelCalibrationReport(CalibrationReport):
         ncols: int = 5,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}.")
         if int(ncols) < 1:
             raise ValueError(f"ncols must be >= 1, got {ncols!r}.")
         super().__init__(output_dir, **kwargs)
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         self.label_names = list(label_names) if label_names is not None else None
         self.ncols = int(ncols)
 
