@@ -64,7 +64,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        with open(tmp, "wb") as f:  # by name: ``f.name`` is the path, as for a plain save
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())  # the data are on disk before the name points at them
