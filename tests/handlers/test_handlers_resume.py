@@ -4,7 +4,9 @@
 
 Data are shuffled with a ``DistributedSampler(num_replicas=1)``, whose order depends only on
 ``(seed, epoch)`` (MONAI's workflow calls ``set_epoch``), so a resumed run sees the same batches as
-the straight run and the comparison is bit-exact.
+the straight run and the comparison is bit-exact. The bundles' own loader (``shuffle=True`` with a
+seeded generator) is resumed exactly by ``monai_calib.handlers.ResumeCheckpoint``, which saves the
+generators too (last test).
 """
 
 from __future__ import annotations
