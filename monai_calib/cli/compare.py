@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -49,6 +50,7 @@ NEEDS_BASELINE = {"ls_plus": "ce"}
 # The reference every other loss is compared with: the first of these that was run.
 REFERENCE_LOSSES = ("ce", "bce", "dice_ce")
 TS_SUFFIX = "+ts"
+RUN_COMPLETE = "run_complete"  # written last in a run folder: --resume skips the run
 TS_RANGE = (0.05, 20.0)  # bounds of the post-hoc temperature
 # Row labels: the methods' names in their papers (overlay file names stay the ids).
 METHOD_NAMES = {
@@ -145,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra bundle override (repeatable), e.g. --override learning_rate=0.0005",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted comparison in the same --output with the same options: "
+        "runs that finished are not run again, the others resume training from their last "
+        "completed epoch (runs/<loss>_seed<k>/models/resume.pt)",
+    )
     return p
 
 
@@ -193,6 +202,7 @@ class ComparePlan:
     common: dict[str, Any]
     post_hoc: bool
     out: Path
+    resume: bool = False  # skip finished runs, resume the others (``--resume``)
 
     @property
     def configs(self) -> Path:
@@ -334,7 +344,8 @@ def _temperature_scaled(
 
     val_dir = run_dir / "eval_val"
     val_overrides = dict(overrides, eval_split="val", eval_dir=str(val_dir), report_plots=False)
-    _run_workflow(plan.files(name, evaluate=True), plan.meta, val_overrides)
+    if not _finished(run_dir, plan.resume):
+        _run_workflow(plan.files(name, evaluate=True), plan.meta, val_overrides)
     val = _load_top_label(val_dir)
     if val is None:
         raise ValueError(f"run {run_dir} wrote no (N, K) predictions; cannot temperature-scale.")
@@ -358,16 +369,35 @@ def _temperature_scaled(
     )
 
 
+def _mark_finished(run_dir: Path) -> None:
+    tmp = run_dir / f".{RUN_COMPLETE}.tmp"
+    tmp.write_text("finished\n")
+    os.replace(tmp, run_dir / RUN_COMPLETE)  # atomic: the marker exists only when complete
+
+
+def _finished(run_dir: Path, resume: bool) -> bool:
+    """Whether ``--resume`` may skip the run: it wrote every file before (the marker is written
+    last, atomically)."""
+    return resume and (run_dir / RUN_COMPLETE).is_file()
+
+
 def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> list[RunResult]:
-    """Train one loss for one seed, evaluate it (and its temperature-scaled twin)."""
+    """Train one loss for one seed, evaluate it (and its temperature-scaled twin).
+
+    With ``plan.resume`` a run that finished before is read back instead of run again, and an
+    unfinished one resumes training from its last completed epoch (the bundle's ``resume``).
+    """
     from monai_calib.metrics import top_label_arrays
 
     run_dir = plan.out / "runs" / f"{name}_seed{seed}"
     overrides = dict(plan.common, seed=seed, output_dir=str(run_dir), loss_name=name)
     if baseline is not None:
         overrides["baseline_checkpoint"] = str(baseline / "models" / "model.pt")
-    _run_workflow(plan.files(name), plan.meta, overrides)
-    _run_workflow(plan.files(name, evaluate=True), plan.meta, overrides)
+    finished = _finished(run_dir, plan.resume)
+    if not finished:
+        (run_dir / RUN_COMPLETE).unlink(missing_ok=True)
+        _run_workflow(plan.files(name), plan.meta, dict(overrides, resume=plan.resume))
+        _run_workflow(plan.files(name, evaluate=True), plan.meta, overrides)
     metrics = files.read_metrics(run_dir / "eval")
     results = [RunResult(name, seed, metrics, run_dir / "eval")]
     top = _load_top_label(run_dir / "eval")
@@ -375,6 +405,8 @@ def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> 
         results[0].probs, results[0].labels = top
         if plan.post_hoc:
             results.append(_temperature_scaled(plan, name, seed, overrides, run_dir, top))
+    if not finished:
+        _mark_finished(run_dir)
     for r in results:
         if r.probs is not None:
             top_label = top_label_arrays(r.probs, r.labels)
@@ -755,6 +787,7 @@ def _write_report(out: Path, summary: dict[str, Any], figures: list[str], second
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run every loss and seed, summarise, write ``report.md`` and its companions."""
     plan = _plan(args)
+    plan.resume = bool(getattr(args, "resume", False))
     if args.threads is not None:
         import torch
 
@@ -770,7 +803,9 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
             k += 1
             base = NEEDS_BASELINE.get(name)
             t0 = time.time()
-            print(f"[{k}/{total}] {name} seed {seed}: training ...", flush=True)
+            run_dir = plan.out / "runs" / f"{name}_seed{seed}"
+            state = "finished before, reading it" if _finished(run_dir, plan.resume) else "training"
+            print(f"[{k}/{total}] {name} seed {seed}: {state} ...", flush=True)
             done = _run_one(plan, name, seed, run_dirs[(base, seed)] if base else None)
             run_dirs[(name, seed)] = plan.out / "runs" / f"{name}_seed{seed}"
             results += done

@@ -4,6 +4,13 @@
 
 from __future__ import annotations
 
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    ResumeCheckpoint,
+    RNGState,
+    atomic_save,
+)
 from .class_prior import LSPlusClassPrior
 from .grad_clip import GradientClipping
 from .loss_state import LossStateUpdater

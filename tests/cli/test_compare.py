@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.handlers import CheckpointSaver
 from synthetic import write_medmnist_npz
 
 from monai_calib.bundles import bundle_dir, overlay_file
@@ -178,7 +179,7 @@ def test_converged_regime_overlay_resolves(bundle):
     assert parser["model_selection_handlers"] == []  # no best-on-validation checkpoint
     assert parser["augmentation"] == []
     handlers = parser.get_parsed_content("validate#handlers")
-    assert not any(type(h).__name__ == "CheckpointSaver" for h in handlers)
+    assert not any(isinstance(h, CheckpointSaver) for h in handlers)
     assert [
         type(t).__name__ for t in parser.get_parsed_content("train#preprocessing").transforms
     ] == ["EnsureTyped"]

@@ -4,7 +4,9 @@
 
 Data are shuffled with a ``DistributedSampler(num_replicas=1)``, whose order depends only on
 ``(seed, epoch)`` (MONAI's workflow calls ``set_epoch``), so a resumed run sees the same batches as
-the straight run and the comparison is bit-exact.
+the straight run and the comparison is bit-exact. The bundles' own loader (``shuffle=True`` with a
+seeded generator) is resumed exactly by ``monai_calib.handlers.ResumeCheckpoint``, which saves the
+generators too (last test).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from monai_calib.handlers import CCTEALWarmup, LossStateUpdater, MiTTemperatureInit
+from monai_calib.handlers import (
+    CCTEALWarmup,
+    LossStateUpdater,
+    MiTTemperatureInit,
+    ResumeCheckpoint,
+)
 from monai_calib.losses.cct_eal import CCTEALLoss
 from monai_calib.losses.mit import MiTLoss
 
@@ -41,7 +48,7 @@ def make_net() -> nn.Module:
     return nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, K))
 
 
-def make_loader() -> DataLoader:
+def make_loader(shuffle: bool = False) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, D, generator=g) * 10
     # labels the initial network (seed 0, as in `build`) predicts, every 10th one wrong, so
@@ -51,11 +58,15 @@ def make_loader() -> DataLoader:
         y = make_net()(x).argmax(dim=1)
     y[::10] = (y[::10] + 1) % K
     ds = TensorDataset(x, y)
+    if shuffle:  # what the bundles use: the order depends on the generator's state, not the epoch
+        return DataLoader(
+            ds, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(7)
+        )
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=7)
     return DataLoader(ds, batch_size=BATCH, sampler=sampler)
 
 
-def build(kind: str, max_epochs: int, handlers: list):
+def build(kind: str, max_epochs: int, handlers: list, shuffle: bool = False):
     set_determinism(seed=0)
     net = make_net()
     loss = MiTLoss(K) if kind == "mit" else CCTEALLoss(K)
@@ -68,7 +79,7 @@ def build(kind: str, max_epochs: int, handlers: list):
     trainer = SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=max_epochs,
-        train_data_loader=make_loader(),
+        train_data_loader=make_loader(shuffle),
         network=net,
         optimizer=opt,
         loss_function=loss,
@@ -130,3 +141,36 @@ def test_resume_is_bit_identical(kind: str, tmp_path: Path):
         assert init.skipped and "resumed" in init.skip_reason  # the checkpointed T was kept
     else:
         assert float(loss.progress) == pytest.approx((iterations - 1) / iterations)
+
+
+@pytest.mark.parametrize("kind", ["mit", "cct_eal"])
+def test_resume_with_a_shuffled_loader_is_bit_identical(kind: str, tmp_path: Path):
+    """``ResumeCheckpoint`` with the bundles' ``DataLoader(shuffle=True, generator=...)``: the
+    loader's generator is saved with the rest, so the resumed epochs see the same batches (with
+    only ``CheckpointSaver`` / ``CheckpointLoader`` the resumed weights differ)."""
+    trainer, net, loss, opt, _ = build(kind, 4, [], shuffle=True)
+    trainer.run()
+    straight = final_state(net, loss, opt)
+
+    path = tmp_path / "resume.pt"
+
+    def resumable(resume: bool):
+        def make(d: dict) -> ResumeCheckpoint:
+            return ResumeCheckpoint(path, {k: v for k, v in d.items() if k != "trainer"}, resume)
+
+        return make
+
+    trainer, net, loss, opt, _ = build(kind, 4, [resumable(False)], shuffle=True)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())
+    trainer.run()
+    assert torch.load(path, weights_only=True)["trainer"]["iteration"] == trainer.state.iteration
+
+    trainer, net, loss, opt, _ = build(kind, 4, [resumable(True)], shuffle=True)
+    torch.manual_seed(123)  # a fresh process: other weights, other RNG state
+    for p in net.parameters():
+        nn.init.normal_(p)
+    trainer.run()
+    resumed = final_state(net, loss, opt)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
