@@ -20,8 +20,10 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -154,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "runs that finished are not run again, the others resume training from their last "
         "completed epoch (runs/<loss>_seed<k>/models/resume.pt)",
     )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, print the full traceback before the one-line message",
+    )
     return p
 
 
@@ -243,6 +250,11 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         losses = default if len(default) == len(DEFAULT_LOSSES) else available
     else:
         losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+        if not losses:
+            raise ValueError(
+                f"--losses is empty ({args.losses!r}); give one or more of {available} "
+                "(comma-separated), or leave --losses out for the default set."
+            )
     unknown = [name for name in losses if name not in available]
     if unknown:
         raise ValueError(
@@ -262,6 +274,10 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}.")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    # 0 used to be dropped silently (falsy) and the bundle's own value used instead
+    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
 
     # Baselines that another loss needs go first (and are reported only if asked for).
     order: list[str] = []
@@ -287,12 +303,12 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         common["dataset_flag"] = args.dataset
     if args.data_root:
         common["data_root"] = str(Path(args.data_root).resolve())
-    if args.batch_size:
+    if args.batch_size is not None:
         common["batch_size"] = args.batch_size
-    if args.image_size:
+    if args.image_size is not None:
         common["image_size"] = args.image_size
     common.update(_parse_override(args.override))
-    return ComparePlan(
+    plan = ComparePlan(
         root=root,
         losses=losses,
         order=order,
@@ -303,6 +319,30 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         post_hoc=not args.no_ts,
         out=Path(args.output).resolve(),
     )
+    _check_common(plan)
+    return plan
+
+
+def _check_common(plan: ComparePlan) -> None:
+    """Overrides that would otherwise fail deep inside the first run (or not at all)."""
+    batch = plan.common.get("batch_size")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch_size (--override batch_size) must be >= 1, got {batch!r}.")
+    if "select_metric" not in plan.common:
+        return
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(plan.files(plan.order[0]))
+    metrics = parser.get("val_metrics")
+    if not isinstance(metrics, dict):  # this bundle names its validation metrics otherwise
+        return
+    choice = plan.common["select_metric"]
+    if choice not in metrics:
+        raise ValueError(
+            f"select_metric must be one of the validation metrics {sorted(metrics)} of bundle "
+            f"{plan.root.name!r}, got {choice!r}."
+        )
 
 
 def _load_top_label(eval_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -793,6 +833,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
         torch.set_num_threads(args.threads)
     plan.out.mkdir(parents=True, exist_ok=True)
+    _remove_outputs(plan.out)
     total = len(plan.order) * plan.seeds
     results: list[RunResult] = []
     run_dirs: dict[tuple[str, int], Path] = {}
@@ -818,24 +859,112 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
             )
     reported = [r for r in results if r.row.removesuffix(TS_SUFFIX) in plan.losses]
     summary = _summarise(plan, reported, _settings(plan, args), args.bootstrap)
-    _write_results_csv(plan.out, summary, reported)
-    with open(plan.out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    figures = [] if args.no_plots else _figures(plan.out, summary, reported)
-    _write_report(plan.out, summary, figures, time.time() - t_start)
+    _write_outputs(plan.out, summary, reported, not args.no_plots, t_start)
     print(f"report written to {plan.out / 'report.md'}", flush=True)
     return summary
 
 
+FINAL_OUTPUTS = ("results.csv", "summary.json", files.RELIABILITY_PNG, files.RETENTION_PNG)
+STAGING = ".compare_staging"
+
+
+def _remove_outputs(out: Path) -> None:
+    """Delete a previous comparison's report and companions before the runs are redone.
+
+    A rerun overwrites ``runs/``; a report left from before would no longer describe those files
+    and, if the rerun fails, would still look valid.
+    """
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    stale = [out / name for name in (*FINAL_OUTPUTS, "report.md") if (out / name).exists()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"removed the previous comparison's {[p.name for p in stale]} from {out}", flush=True)
+
+
+def _write_outputs(
+    out: Path,
+    summary: dict[str, Any],
+    results: list[RunResult],
+    plots: bool,
+    t_start: float,
+) -> None:
+    """Write every output into a staging folder, then move them into ``out``, ``report.md`` last.
+
+    A failure while writing (a figure, a full disk) leaves no partial set behind.
+    """
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_results_csv(staging, summary, results)
+        with open(staging / "summary.json", "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        figures = _figures(staging, summary, results) if plots else []
+        _write_report(staging, summary, figures, time.time() - t_start)
+        for name in (*FINAL_OUTPUTS, "report.md"):
+            if (staging / name).exists():
+                (staging / name).replace(out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _raised_in(exc: BaseException, folder: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(folder)
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """The error to show for ``exc``: MONAI's ``RuntimeError`` wrappers peeled off.
+
+    ``ConfigWorkflow`` re-raises an error of a component or expression as ``RuntimeError("Failed
+    to instantiate component ...")`` / ``"Failed to evaluate ConfigExpression ..."`` chained to
+    the original; this follows the chain while the error is such a wrapper (a plain
+    ``RuntimeError`` raised inside MONAI's package) and returns the first one that is not.
+    """
+    import monai
+
+    monai_dir = str(Path(monai.__file__).resolve().parent)
+    while type(exc) is RuntimeError and _raised_in(exc, monai_dir):
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+# Errors of the input or the environment that the user can fix: exit 2, as argparse's errors.
+_USER_ERRORS = (ValueError, TypeError, LookupError, OSError)
+
+
+def _error_line(exc: BaseException) -> str:
+    """``compare: error: <message>`` on one line; the type is named unless it is a ValueError,
+    TypeError or OSError (whose messages say what is wrong on their own)."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (ValueError, TypeError, OSError)):
+        msg = f"{type(exc).__name__}: {msg}"
+    return f"compare: error: {msg}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``compare``; 0 on success, 2 for bad input (as argparse), 1 for anything else.
+
+    An error prints one line, ``compare: error: <message>`` (the original message, also when it
+    was raised inside a bundle run); ``--debug`` prints the full traceback before it.
+    """
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*security.*", category=UserWarning)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         run_compare(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"compare: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # every error ends as one line (traceback: --debug)
+        if args.debug:
+            traceback.print_exception(e, file=sys.stderr)
+        cause = _user_error(e)
+        print(_error_line(cause), file=sys.stderr)
+        return 2 if isinstance(cause, _USER_ERRORS) else 1
     return 0
 
 

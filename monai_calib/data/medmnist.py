@@ -80,6 +80,65 @@ def medmnist_info(dataset_flag: str) -> dict[str, Any]:
     }
 
 
+def _check_split_arrays(
+    path: str, split: str, images: np.ndarray, labels: np.ndarray, size: int, info: dict[str, Any]
+) -> None:
+    """Check one split's arrays against the official layout; the message names file, key, value.
+
+    Vectorised and run once when a split is opened: a wrong file fails at once instead of
+    training on truncated labels or unscaled images. ``uint8`` images skip the range pass.
+    """
+    img_key, lab_key = f"{split}_images", f"{split}_labels"
+    n = len(images)
+    if n == 0:
+        raise ValueError(f"MedMNIST file {path!r}: the {split} split ({img_key}) is empty.")
+    channels = int(info["num_channels"])
+    expected = (n, size, size) if channels == 1 else (n, size, size, channels)
+    if tuple(images.shape) != expected:
+        raise ValueError(
+            f"MedMNIST file {path!r}: {img_key} must have shape {expected} ({info['flag']!r} has "
+            f"{channels} channel(s), size {size}), got {tuple(images.shape)}."
+        )
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.integer):
+            raise ValueError(
+                f"MedMNIST file {path!r}: {img_key} must be uint8 in [0, 255] as in the official "
+                f"files, got {images.dtype}."
+            )
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"MedMNIST file {path!r}: {img_key} must be in [0, 255], got values in "
+                f"[{lo}, {hi}]."
+            )
+    k = int(info["num_classes"])
+    multi = bool(info["multi_label"])
+    shapes = [(n, k)] if multi else [(n, 1), (n,)]
+    if tuple(labels.shape) not in shapes:
+        raise ValueError(
+            f"MedMNIST file {path!r}: {lab_key} must have shape {shapes[0]} "
+            f"({'multi-hot over' if multi else 'one class index of'} {k} classes) to match "
+            f"{img_key}, got {tuple(labels.shape)}."
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(f"MedMNIST file {path!r}: {lab_key} must be numeric, got {labels.dtype}.")
+    if np.issubdtype(labels.dtype, np.floating):
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            raise ValueError(
+                f"MedMNIST file {path!r}: {lab_key} must be integer-valued, got "
+                f"{labels[bad].reshape(-1)[0]!r} at index {int(np.flatnonzero(bad)[0])}."
+            )
+    hi_ok = 1 if multi else k - 1
+    bad = (labels < 0) | (labels > hi_ok)
+    if bad.any():
+        allowed = "0 or 1" if multi else f"class indices in [0, {k})"
+        raise ValueError(
+            f"MedMNIST file {path!r}: {lab_key} must hold {allowed} for {info['flag']!r}, got "
+            f"{labels[bad].reshape(-1)[0].item()!r} at index {int(np.flatnonzero(bad)[0])}."
+        )
+
+
 class MedMNISTDataset(Dataset):
     """A 2D MedMNIST split as dictionaries ``{"image", "label"}`` for MONAI pipelines.
 
@@ -101,8 +160,11 @@ class MedMNISTDataset(Dataset):
     Raises:
         ValueError: unknown flag, size or split.
         FileNotFoundError: the ``.npz`` file is not under ``root`` and ``download`` is False.
-        ValueError: the ``.npz`` file is unreadable (truncated, corrupted, missing keys); the
-            message names the file.
+        ValueError: the ``.npz`` file is unreadable (truncated, corrupted, missing keys); or the
+            split's contents break the official layout: an empty split, images that are not
+            ``uint8`` ``(N, size, size[, 3])`` with the flag's channels, labels that are not
+            ``(N, 1)`` (``(N, K)`` multi-hot for multi-label flags), not integer-valued, or
+            outside ``[0, K)`` (``{0, 1}``). The message names the file, the key and the value.
     """
 
     def __init__(
@@ -155,11 +217,7 @@ class MedMNISTDataset(Dataset):
         self.root = root
         self.transform = transform
         self.as_rgb = as_rgb
-        n_img, n_lab = len(self._ds.imgs), len(self._ds.labels)
-        if n_img != n_lab:
-            raise ValueError(
-                f"{path}: {split}_images has {n_img} items but {split}_labels has {n_lab}."
-            )
+        _check_split_arrays(path, split, self._ds.imgs, self._ds.labels, self.size, self.info)
 
     @property
     def num_classes(self) -> int:

@@ -148,7 +148,7 @@ def _read_metadata(root: str) -> list[dict[str, Any]]:
     codes = {c: i for i, c in enumerate(PAD_UFES20_CLASSES)}
     images, twice = _index_images(os.path.join(root, _IMAGES))
     rows: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}
     missing_files: list[str] = []
     for line, r in enumerate(raw, start=2):  # line 1 is the header
         img_id = (r["img_id"] or "").strip()
@@ -156,9 +156,16 @@ def _read_metadata(root: str) -> list[dict[str, Any]]:
         code = (r["diagnostic"] or "").strip()
         if not img_id or not pid:
             raise ValueError(f"{path!r} line {line}: empty 'img_id' or 'patient_id' cell.")
-        if img_id in seen:
-            raise ValueError(f"{path!r}: img_id {img_id!r} on lines {seen[img_id]} and {line}.")
-        seen[img_id] = line
+        # "X.png" and "X" name one file: compare ids without the extension, or the one image
+        # would be listed twice and could land in two splits under two patient ids.
+        key = img_id[: -len(".png")] if img_id.lower().endswith(".png") else img_id
+        if key in seen:
+            first_line, first_id = seen[key]
+            raise ValueError(
+                f"{path!r}: lines {first_line} and {line} name the same image (img_id "
+                f"{first_id!r} and {img_id!r}); each image must be listed once."
+            )
+        seen[key] = (line, img_id)
         if code not in codes:
             raise ValueError(
                 f"{path!r} line {line}: unknown diagnostic {code!r} for img_id {img_id!r}; "
@@ -260,8 +267,9 @@ def pad_ufes20_datalist(
             missing; image files are missing (named, with the count).
         ValueError: unknown ``split``; bad fractions; a required column is missing (named, with the
             columns present); an unknown ``diagnostic`` code (named, with the row's ``img_id``
-            and the valid codes); an empty or duplicate ``img_id``; an image file name found twice
-            under ``images/`` (in two subfolders); the split has no patient.
+            and the valid codes); an empty or duplicate ``img_id`` (``X.png`` and ``X`` name the
+            same image); an image file name found twice under ``images/`` (in two subfolders);
+            the split has no patient.
 
     References:
         Pacheco et al., "PAD-UFES-20: A skin lesion dataset composed of patient data and clinical
@@ -393,11 +401,15 @@ class PADUFES20Dataset(Dataset):
         arr = self._cache.get(index)
         if arr is None:
             h, w = self.image_size
-            with Image.open(self.datalist[index]["image"]) as im:
-                im = im.convert("RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
+            path = self.datalist[index]["image"]
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if im.size != (w, h):
+                        im = im.resize((w, h), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except OSError as e:  # Pillow's "image file is truncated" names no file
+                raise OSError(f"cannot read image {path!r}: {e}") from e
             if self.cache:
                 self._cache[index] = arr
         return arr

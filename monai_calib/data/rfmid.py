@@ -238,8 +238,11 @@ class RFMiDDataset(Dataset):
         if self.load_image:
             from PIL import Image
 
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            except OSError as e:  # Pillow's "image file is truncated" names no file
+                raise OSError(f"cannot read image {path!r}: {e}") from e
             image = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
         item = {"image": image, "label": self._labels[index].clone(), "id": self.ids[index]}
         return self.transform(item) if self.transform is not None else item

@@ -90,3 +90,69 @@ def test_missing_file_names_it_and_lists_what_is_there(tmp_path):
     write_medmnist_npz(tmp_path, "breastmnist", sizes=(4, 2, 2))
     with pytest.raises(FileNotFoundError, match=r"retinamnist\.npz.*breastmnist\.npz"):
         MedMNISTDataset("retinamnist", root=str(tmp_path))
+
+
+def _rewrite(path: str, **arrays: np.ndarray) -> None:
+    """Replace some arrays of a MedMNIST npz file, keeping the others."""
+    with np.load(path) as d:
+        data = {k: d[k] for k in d.files}
+    data.update(arrays)
+    np.savez_compressed(path, **data)
+
+
+def _labels(values, dtype=np.uint8) -> np.ndarray:
+    return np.asarray(values, dtype=dtype).reshape(-1, 1)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("train_labels", _labels([0, 0.5, 1, 1], np.float32), r"train_labels.*integer.*0\.5"),
+        ("train_labels", _labels([0, 1, 2, 1]), r"train_labels.*\[0, 2\).*2"),
+        ("train_labels", _labels([0, -1, 1, 1], np.int64), r"train_labels.*\[0, 2\).*-1"),
+        ("train_labels", np.zeros((4, 2), np.uint8), r"train_labels.*\(4, 1\).*\(4, 2\)"),
+        ("train_images", np.full((4, 28, 28), 1000.0, np.float32), r"train_images.*uint8.*float32"),
+        ("train_images", np.zeros((4, 20, 20), np.uint8), r"train_images.*\(4, 28, 28\).*20, 20"),
+        ("train_images", np.zeros((4, 28, 28, 3), np.uint8), r"train_images.*\(4, 28, 28\)"),
+        ("train_images", np.full((4, 28, 28), 300, np.int32), r"train_images.*\[0, 255\].*300"),
+    ],
+)
+def test_bad_contents_name_the_file_key_and_value(tmp_path, key, value, match):
+    path = write_medmnist_npz(tmp_path, "breastmnist", sizes=(4, 2, 2))
+    _rewrite(path, **{key: value})
+    with pytest.raises(ValueError, match=match) as info:
+        MedMNISTDataset("breastmnist", "train", root=str(tmp_path))
+    assert path in str(info.value)
+    MedMNISTDataset("breastmnist", "val", root=str(tmp_path))  # checked when its split is opened
+
+
+def test_empty_split_is_an_error(tmp_path):
+    path = write_medmnist_npz(tmp_path, "breastmnist", sizes=(4, 2, 2))
+    _rewrite(path, test_images=np.zeros((0, 28, 28), np.uint8), test_labels=_labels([]))
+    with pytest.raises(ValueError, match=r"test split .* is empty") as info:
+        MedMNISTDataset("breastmnist", "test", root=str(tmp_path))
+    assert path in str(info.value)
+
+
+def test_multilabel_values_must_be_zero_or_one(tmp_path):
+    path = write_medmnist_npz(
+        tmp_path, "chestmnist", sizes=(4, 2, 2), num_classes=14, multi_label=True
+    )
+    bad = np.zeros((4, 14), np.uint8)
+    bad[2, 5] = 2
+    _rewrite(path, train_labels=bad)
+    with pytest.raises(ValueError, match=r"train_labels.*0 or 1.*2"):
+        MedMNISTDataset("chestmnist", "train", root=str(tmp_path))
+    _rewrite(path, train_labels=np.zeros((4, 13), np.uint8))
+    with pytest.raises(ValueError, match=r"train_labels.*\(4, 14\).*\(4, 13\)"):
+        MedMNISTDataset("chestmnist", "train", root=str(tmp_path))
+
+
+def test_integer_valued_float_labels_and_flat_labels_are_accepted(tmp_path):
+    path = write_medmnist_npz(tmp_path, "breastmnist", sizes=(4, 2, 2))
+    _rewrite(path, train_labels=_labels([0, 1, 1, 0], np.float64))
+    assert [int(d["label"]) for d in MedMNISTDataset("breastmnist", root=str(tmp_path))] == [
+        0, 1, 1, 0,
+    ]  # fmt: skip
+    _rewrite(path, train_labels=np.asarray([1, 0, 0, 1], np.int64))
+    assert int(MedMNISTDataset("breastmnist", root=str(tmp_path))[0]["label"]) == 1

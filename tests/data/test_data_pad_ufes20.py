@@ -330,3 +330,24 @@ def test_empty_patient_id_cell(copy):
     _write_csv(copy, header, rows)
     with pytest.raises(ValueError, match="line 7: empty"):
         pad_ufes20_datalist(copy)
+
+
+def test_one_image_named_twice_with_and_without_extension(copy):
+    """``PAT_0.png`` and ``PAT_0`` name one file: rejected, else it lands in two splits."""
+    header, rows = _read_csv(copy)
+    rows[5]["img_id"] = rows[0]["img_id"][: -len(".png")]  # another patient's row, same file
+    _write_csv(copy, header, rows)
+    with pytest.raises(ValueError, match=re.escape(rows[0]["img_id"])) as info:
+        pad_ufes20_datalist(copy, "all")
+    assert "lines 2 and 7" in str(info.value)
+
+
+def test_truncated_png_names_the_file(copy):
+    ds = PADUFES20Dataset(copy, "all")
+    path = ds.datalist[1]["image"]
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(OSError, match=re.escape(f"cannot read image {path!r}")):
+        ds[1]

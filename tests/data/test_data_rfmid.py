@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,13 @@ def test_malformed_csv(tmp_path: Path) -> None:
     header_only.write_text(",".join(HEADER) + "\n")
     with pytest.raises(ValueError, match="no rows"):
         RFMiDDataset(img_dir, header_only)
+
+
+def test_truncated_png_names_the_file(tmp_path: Path) -> None:
+    img_dir, csv_path, _ = _make(tmp_path)
+    ds = RFMiDDataset(img_dir, csv_path)
+    path = Path(ds.image_paths[1])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match=re.escape(f"cannot read image {str(path)!r}")):
+        ds[1]
