@@ -20,6 +20,7 @@ __all__ = [
     "all_reduce_sum_differentiable",
     "gather_cat",
     "gather_rows",
+    "get_rank",
     "is_dist_ready",
     "is_main_rank",
 ]
@@ -55,9 +56,14 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def get_rank() -> int:
+    """This process's rank; 0 in a single process."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def is_main_rank() -> bool:
     """True on rank 0, and in a single process: the rank that writes files and logs results."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return get_rank() == 0
 
 
 def _describe(tensors: Sequence[torch.Tensor] | None) -> torch.Tensor:
@@ -162,7 +168,6 @@ def gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if not is_dist_ready():
         return tensors
     return tuple(gather_rows(tensors))  # type: ignore[arg-type]
-    return tuple(evenly_divisible_all_gather(t, concat=True) for t in tensors)
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -219,6 +219,10 @@ class ComparePlan:
     def meta(self) -> str:
         return str(self.configs / "metadata.json")
 
+    def run_dir(self, name: str, seed: int) -> Path:
+        """The folder of one training run: ``<output>/runs/<loss>_seed<k>``."""
+        return self.out / "runs" / f"{name}_seed{seed}"
+
     def files(self, name: str, evaluate: bool = False) -> list[str]:
         files = [
             self.train_files[0],
@@ -318,6 +322,7 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         common=common,
         post_hoc=not args.no_ts,
         out=Path(args.output).resolve(),
+        resume=bool(args.resume),
     )
     _check_common(plan)
     return plan
@@ -429,7 +434,7 @@ def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> 
     """
     from monai_calib.metrics import top_label_arrays
 
-    run_dir = plan.out / "runs" / f"{name}_seed{seed}"
+    run_dir = plan.run_dir(name, seed)
     overrides = dict(plan.common, seed=seed, output_dir=str(run_dir), loss_name=name)
     if baseline is not None:
         overrides["baseline_checkpoint"] = str(baseline / "models" / "model.pt")
@@ -827,7 +832,6 @@ def _write_report(out: Path, summary: dict[str, Any], figures: list[str], second
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run every loss and seed, summarise, write ``report.md`` and its companions."""
     plan = _plan(args)
-    plan.resume = bool(getattr(args, "resume", False))
     if args.threads is not None:
         import torch
 
@@ -844,11 +848,11 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
             k += 1
             base = NEEDS_BASELINE.get(name)
             t0 = time.time()
-            run_dir = plan.out / "runs" / f"{name}_seed{seed}"
+            run_dir = plan.run_dir(name, seed)
             state = "finished before, reading it" if _finished(run_dir, plan.resume) else "training"
             print(f"[{k}/{total}] {name} seed {seed}: {state} ...", flush=True)
             done = _run_one(plan, name, seed, run_dirs[(base, seed)] if base else None)
-            run_dirs[(name, seed)] = plan.out / "runs" / f"{name}_seed{seed}"
+            run_dirs[(name, seed)] = run_dir
             results += done
             shown = ", ".join(
                 f"{c}={done[0].metrics[c]:.4f}" for c in TABLE_COLUMNS if c in done[0].metrics

@@ -35,6 +35,8 @@ from monai.transforms import Randomizable, Transform
 from torch.nn import DataParallel
 from torch.nn.parallel import DistributedDataParallel
 
+from monai_calib._utils.distributed import get_rank, is_main_rank
+
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
@@ -45,10 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -96,7 +94,7 @@ class AtomicDiskSaver(DiskSaver):
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         filename = self.filename or filename
-        if _rank() == self.save_on_rank:
+        if get_rank() == self.save_on_rank:
             atomic_save(checkpoint, self.dirname / filename)
         pending, self._pending = self._pending, []
         for name in pending:
@@ -374,7 +372,7 @@ class ResumeCheckpoint:
     def save(self, engine: Engine) -> None:
         """Write the checkpoint (rank 0; every rank ends its data iterator alike)."""
         self._end_data_iterator(engine)
-        if _rank() != 0:
+        if not is_main_rank():
             return
         state = {}
         for key, obj in self.objects.items():
