@@ -66,6 +66,13 @@ def is_main_rank() -> bool:
     return get_rank() == 0
 
 
+def _collective_device() -> torch.device:
+    """Where tensors must be for the process group's collectives: NCCL moves CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _describe(tensors: Sequence[torch.Tensor] | None) -> torch.Tensor:
     """This rank's ``[n, (rows, dtype code, ndim - 1, *trailing shape) * n]``, ``[-1]`` for None."""
     if tensors is None:
@@ -125,7 +132,9 @@ def gather_rows(tensors: Sequence[torch.Tensor] | None) -> list[torch.Tensor] | 
         tensors = [t.unsqueeze(0) if t.ndim == 0 else t for t in tensors]
     if not is_dist_ready():
         return tensors
-    metas = [_parse(m) for m in evenly_divisible_all_gather(_describe(tensors), concat=False)]
+    comm = _collective_device()
+    meta = _describe(tensors).to(comm)
+    metas = [_parse(m) for m in evenly_divisible_all_gather(meta, concat=False)]
     present = [m for m in metas if m is not None]
     if not present:
         return None
@@ -145,7 +154,8 @@ def gather_rows(tensors: Sequence[torch.Tensor] | None) -> list[torch.Tensor] | 
                 f"{[s[2] for s in shards]} (trailing dims after the batch dim)."
             )
         local = None if tensors is None else tensors[i]
-        device = local.device if local is not None else torch.device("cpu")
+        # empty shards: NCCL moves CUDA tensors only; otherwise they stay on the caller's device
+        device = comm if comm.type == "cuda" or local is None else local.device
         if not full:  # no rank has rows: nothing to move, the same empty tensor everywhere
             out.append(torch.zeros((0, *shards[0][2]), dtype=shards[0][1], device=device))
             continue
