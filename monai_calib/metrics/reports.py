@@ -102,14 +102,15 @@ def classification_report(
     k = p.shape[1]
     idx = normalize_class_target(y, k, batch_size=p.shape[0], name="y")
     onehot = torch.nn.functional.one_hot(idx, k).double()
+    top = calibration_statistics(p, idx, num_bins=num_bins)  # binned once for ECE and MCE
     return {
         "n": float(p.shape[0]),
         "acc": float((p.argmax(1) == idx).double().mean()),
         "auc": float(compute_roc_auc(p, onehot, average="macro")),
-        "ece": float(calibration_error(p, idx, num_bins=num_bins)),
+        "ece": float(calibration_error_from_statistics(top)),
         "ace": float(calibration_error(p, idx, num_bins=num_bins, binning="equal_mass")),
         "sce": float(calibration_error(p, idx, num_bins=num_bins, target="classwise")),
-        "mce": float(calibration_error(p, idx, num_bins=num_bins, reduction="maximum")),
+        "mce": float(calibration_error_from_statistics(top, reduction="maximum")),
         "nll": float(negative_log_likelihood(p, idx)),
         "brier": float(brier_score(p, idx)),
         "r_auc": float(retention_auc(p, idx)),
