@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import logging
 import math
@@ -33,8 +34,21 @@ from typing import Any
 import numpy as np
 
 from monai_calib.bundles import bundle_dir, logging_file, overlay_file, overlays
-from monai_calib.handlers import report_files as files
-from monai_calib.metrics.registry import METRIC_INFO
+
+
+class _Deferred:
+    """A module imported on first attribute access: ``--help`` and argument errors answer without
+    importing torch or MONAI (``monai_calib.handlers`` and ``monai_calib.metrics`` import both)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+files = _Deferred("monai_calib.handlers.report_files")
+_registry = _Deferred("monai_calib.metrics.registry")
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -73,7 +87,22 @@ METHOD_NAMES = {
     "ml": "ML",
     "caml": "CAML",
 }
-TABLE_COLUMNS = ("acc", "auc", "ece", "gap", "ace", "sce", "mce", "nll", "brier", "r_auc")
+# Table and per-run line order: the task's own quality first (segmentation: Dice, mIoU), then
+# calibration; a column is shown when every run has it, other report keys follow alphabetically.
+TABLE_COLUMNS = (
+    "dice",
+    "mean_iou",
+    "acc",
+    "auc",
+    "ece",
+    "gap",
+    "ace",
+    "sce",
+    "mce",
+    "nll",
+    "brier",
+    "r_auc",
+)
 # Paired-bootstrap statistics of the verdict, with how each difference is worded.
 VERDICT_STATISTICS = (
     ("ece", "ECE", 100.0, "points"),
@@ -89,17 +118,39 @@ def method_name(row: str) -> str:
     return METHOD_NAMES.get(row, row)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default: argparse's ``(default: X)`` unless the help
+    already says it in words; flags read ``off``, an empty list ``none``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.default is False:
+            return f"{text} (default: off)"
+        if action.default in (None, []):
+            return f"{text} (default: none)"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m monai_calib compare",
         description="Train a monai_calib bundle once per loss and seed, evaluate each model as "
         "trained and after temperature scaling, compare every loss with cross-entropy by a paired "
         "bootstrap, and write report.md (verdict first), results.csv, summary.json and figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--bundle", default="medmnist_classification", help="bundle name or folder")
-    p.add_argument("--dataset", default=None, help="dataset flag (bundle default if omitted)")
-    p.add_argument("--data-root", default=None, help="data folder (bundle default if omitted)")
+    p.add_argument("--dataset", default=None, help="dataset flag (default: the bundle's)")
+    # the bundles' spelling (--data_root, python -m monai.bundle run) is accepted too
+    p.add_argument(
+        "--data-root",
+        "--data_root",
+        dest="data_root",
+        default=None,
+        help="data folder (default: the bundle's)",
+    )
     p.add_argument(
         "--losses",
         default=None,
@@ -124,8 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
         "regime overlay's own max_epochs otherwise)",
     )
     p.add_argument("--output", default="compare_output", help="output folder")
-    p.add_argument("--batch-size", type=int, default=None, help="override the bundle's batch size")
-    p.add_argument("--image-size", type=int, default=None, help="override the image size")
+    p.add_argument(
+        "--batch-size",
+        "--batch_size",
+        dest="batch_size",
+        type=int,
+        default=None,
+        help="training batch size (default: the bundle's)",
+    )
+    p.add_argument(
+        "--image-size",
+        "--image_size",
+        dest="image_size",
+        type=int,
+        default=None,
+        help="image size (default: the bundle's)",
+    )
     p.add_argument(
         "--no-ts",
         action="store_true",
@@ -139,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired-bootstrap replicates of the 95%% intervals (0: no intervals)",
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else one per physical core, "
+        "at most as many as the load average leaves idle; the log says what was chosen and why)",
     )
     p.add_argument(
         "--override",
@@ -181,7 +250,12 @@ def _parse_override(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _run_workflow(config_files: list[str], meta_file: str, overrides: dict[str, Any]) -> None:
+def _run_workflow(
+    config_files: list[str],
+    meta_file: str,
+    overrides: dict[str, Any],
+    progress: _Progress | None = None,
+) -> None:
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
@@ -192,8 +266,147 @@ def _run_workflow(config_files: list[str], meta_file: str, overrides: dict[str, 
         **overrides,
     )
     wf.initialize()
+    if progress is not None:
+        progress.attach(wf.parser.get_parsed_content("train#trainer"))
     wf.run()
     wf.finalize()
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class _Progress:
+    """Progress of a comparison, attached to each run's trainer.
+
+    Logs one line per training epoch: the mean training loss over the epoch's iterations, the
+    epoch's wall time (validation included) and the ETAs of the run and of the whole comparison
+    (mean epoch time so far times the epochs left, plus the mean evaluation time of the finished
+    runs for each run left). On a terminal, Ignite's ``ProgressBar`` (tqdm, on stderr) also shows
+    the iterations of the current epoch; when stderr is not a terminal only the epoch lines are
+    written, so a log file gets one line per epoch.
+    """
+
+    def __init__(self, total_runs: int, epochs: int | None) -> None:
+        self.total_runs = total_runs
+        self.epochs = epochs  # per run; None: the regime's own, read from the first trainer
+        self.run = 0
+        self.label = ""
+        self.epoch_seconds: list[float] = []
+        self.eval_seconds: list[float] = []  # per trained run: its wall time minus its epochs
+        self._run_start = 0.0
+        self._run_epochs = 0.0
+
+    def start_run(self, k: int, label: str) -> None:
+        self.run, self.label = k, label
+        self._run_start, self._run_epochs = time.time(), 0.0
+
+    def end_run(self, trained: bool) -> None:
+        if trained and self._run_epochs > 0:
+            self.eval_seconds.append(time.time() - self._run_start - self._run_epochs)
+
+    def eta(self, epochs_left_in_run: int) -> tuple[float, float]:
+        """Seconds left in the current run and in the whole comparison."""
+        per_epoch = float(np.mean(self.epoch_seconds)) if self.epoch_seconds else 0.0
+        per_eval = float(np.mean(self.eval_seconds)) if self.eval_seconds else 0.0
+        run_left = per_epoch * epochs_left_in_run + per_eval
+        later = (self.total_runs - self.run) * (per_epoch * (self.epochs or 0) + per_eval)
+        return run_left, run_left + later
+
+    def attach(self, trainer: Any) -> None:
+        """Attach the epoch line (and, on a terminal, the iteration bar) to a run's trainer."""
+        from ignite.engine import Events
+        from monai.handlers import from_engine
+
+        if self.epochs is None:
+            self.epochs = int(trainer.state.max_epochs)
+        get_loss = from_engine(["loss"], first=True)
+        sums = {"loss": 0.0, "n": 0, "t0": 0.0}
+
+        def epoch_started(engine: Any) -> None:
+            sums.update(loss=0.0, n=0, t0=time.time())
+
+        def iteration_completed(engine: Any) -> None:
+            loss = get_loss(engine.state.output)
+            sums["loss"] += float(loss)
+            sums["n"] += 1
+
+        def epoch_completed(engine: Any) -> None:
+            seconds = time.time() - sums["t0"]
+            self.epoch_seconds.append(seconds)
+            self._run_epochs += seconds
+            epoch, max_epochs = engine.state.epoch, engine.state.max_epochs
+            run_left, total_left = self.eta(max_epochs - epoch)
+            loss = sums["loss"] / max(sums["n"], 1)
+            print(
+                f"[{self.run}/{self.total_runs}] {self.label}: epoch {epoch}/{max_epochs}, "
+                f"train loss {loss:.4f} ({seconds:.1f} s/epoch); ETA run {_duration(run_left)}, "
+                f"comparison {_duration(total_left)}",
+                flush=True,
+            )
+
+        trainer.add_event_handler(Events.EPOCH_STARTED, epoch_started)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, iteration_completed)
+        # after the bundle's handlers (validation included) of the same event
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, epoch_completed)
+        if sys.stderr.isatty():
+            from ignite.handlers import ProgressBar
+
+            ProgressBar(persist=False, desc=f"[{self.run}/{self.total_runs}] {self.label}").attach(
+                trainer, output_transform=lambda output: {"loss": get_loss(output)}
+            )
+
+
+def _choose_threads(requested: int | None) -> tuple[int, str]:
+    """Torch CPU threads for the runs and why: ``--threads``, else ``OMP_NUM_THREADS``, else
+    torch's default (one per physical core) capped by the CPUs this process may use and by the
+    CPUs left idle by other processes (1-minute load average), so that concurrent jobs do not
+    oversubscribe the cores (a 2-core machine running other jobs slowed epochs 10-40 fold)."""
+    import torch
+
+    if requested is not None:
+        return requested, "--threads"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    cores = min(torch.get_num_threads(), cpus)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return cores, f"torch's default for {cpus} usable CPU(s)"
+    idle = max(1, math.floor(cpus - load + 0.5))
+    threads = max(1, min(cores, idle))
+    return threads, (
+        f"{cores} physical core(s) of {cpus} usable CPU(s), load average {load:.1f} leaves "
+        f"about {idle} idle; --threads N to choose"
+    )
+
+
+def _device_line(plan: ComparePlan) -> str:
+    """``device: cpu (AMP off)`` as the first run's merged config resolves it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(plan.files(plan.order[0]))
+    parser.update(dict(plan.common, seed=0, loss_name=plan.order[0]))
+    try:
+        device = parser.get_parsed_content("device")
+        amp = bool(parser.get_parsed_content("amp")) if "amp" in parser else False
+    except Exception:  # a bundle without these ids: the run itself will say what is wrong
+        return "device: as the bundle chooses"
+    name = str(device)
+    if str(device).startswith("cuda"):
+        import torch
+
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return f"device: {name}, AMP {'on' if amp else 'off'}"
 
 
 @dataclass
@@ -426,7 +639,13 @@ def _finished(run_dir: Path, resume: bool) -> bool:
     return resume and (run_dir / RUN_COMPLETE).is_file()
 
 
-def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> list[RunResult]:
+def _run_one(
+    plan: ComparePlan,
+    name: str,
+    seed: int,
+    baseline: Path | None,
+    progress: _Progress | None = None,
+) -> list[RunResult]:
     """Train one loss for one seed, evaluate it (and its temperature-scaled twin).
 
     With ``plan.resume`` a run that finished before is read back instead of run again, and an
@@ -441,7 +660,7 @@ def _run_one(plan: ComparePlan, name: str, seed: int, baseline: Path | None) -> 
     finished = _finished(run_dir, plan.resume)
     if not finished:
         (run_dir / RUN_COMPLETE).unlink(missing_ok=True)
-        _run_workflow(plan.files(name), plan.meta, dict(overrides, resume=plan.resume))
+        _run_workflow(plan.files(name), plan.meta, dict(overrides, resume=plan.resume), progress)
         _run_workflow(plan.files(name, evaluate=True), plan.meta, overrides)
     metrics = files.read_metrics(run_dir / "eval")
     results = [RunResult(name, seed, metrics, run_dir / "eval")]
@@ -686,13 +905,13 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
 
 def _title(column: str) -> str:
     """Table header of a column: the registry's title with its arrow; unknown keys as is."""
-    info = METRIC_INFO.get(column)
+    info = _registry.METRIC_INFO.get(column)
     return column if info is None else info.label
 
 
 def _scale(column: str) -> float:
     """100 for the metrics the table shows in percent (every fraction), 1 otherwise."""
-    info = METRIC_INFO.get(column)
+    info = _registry.METRIC_INFO.get(column)
     return 100.0 if info is None or info.percent else 1.0
 
 
@@ -832,13 +1051,16 @@ def _write_report(out: Path, summary: dict[str, Any], figures: list[str], second
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run every loss and seed, summarise, write ``report.md`` and its companions."""
     plan = _plan(args)
-    if args.threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    threads, why = _choose_threads(args.threads)
+    torch.set_num_threads(threads)
+    print(f"torch CPU threads: {threads} ({why})", flush=True)
+    print(_device_line(plan), flush=True)
     plan.out.mkdir(parents=True, exist_ok=True)
     _remove_outputs(plan.out)
     total = len(plan.order) * plan.seeds
+    progress = _Progress(total, plan.common.get("max_epochs"))
     results: list[RunResult] = []
     run_dirs: dict[tuple[str, int], Path] = {}
     t_start = time.time()
@@ -849,26 +1071,45 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
             base = NEEDS_BASELINE.get(name)
             t0 = time.time()
             run_dir = plan.run_dir(name, seed)
-            state = "finished before, reading it" if _finished(run_dir, plan.resume) else "training"
+            trained = not _finished(run_dir, plan.resume)
+            state = "training" if trained else "finished before, reading it"
             print(f"[{k}/{total}] {name} seed {seed}: {state} ...", flush=True)
-            done = _run_one(plan, name, seed, run_dirs[(base, seed)] if base else None)
+            progress.start_run(k, f"{name} seed {seed}")
+            done = _run_one(plan, name, seed, run_dirs[(base, seed)] if base else None, progress)
+            progress.end_run(trained)
             run_dirs[(name, seed)] = run_dir
             results += done
             shown = ", ".join(
                 f"{c}={done[0].metrics[c]:.4f}" for c in TABLE_COLUMNS if c in done[0].metrics
             )
+            _, left = progress.eta(0)
             print(
-                f"[{k}/{total}] {name} seed {seed}: done in {time.time() - t0:.1f}s ({shown})",
+                f"[{k}/{total}] {name} seed {seed}: done in {time.time() - t0:.1f}s ({shown})"
+                + (f"; comparison ETA {_duration(left)}" if k < total else ""),
                 flush=True,
             )
     reported = [r for r in results if r.row.removesuffix(TS_SUFFIX) in plan.losses]
     summary = _summarise(plan, reported, _settings(plan, args), args.bootstrap)
     _write_outputs(plan.out, summary, reported, not args.no_plots, t_start)
-    print(f"report written to {plan.out / 'report.md'}", flush=True)
+    best = (
+        f", best calibrated (lowest ECE): {method_name(summary['best'])}"
+        if "best" in summary
+        else ""
+    )
+    print(
+        f"compare finished: {total} run(s) in {_duration(time.time() - t_start)}{best}; "
+        f"report written to {plan.out / 'report.md'}",
+        flush=True,
+    )
     return summary
 
 
-FINAL_OUTPUTS = ("results.csv", "summary.json", files.RELIABILITY_PNG, files.RETENTION_PNG)
+def _final_outputs() -> tuple[str, ...]:
+    """The files a comparison writes next to ``report.md`` (a function: the figure names live in
+    ``report_files``, imported only when a comparison runs)."""
+    return ("results.csv", "summary.json", files.RELIABILITY_PNG, files.RETENTION_PNG)
+
+
 STAGING = ".compare_staging"
 
 
@@ -879,7 +1120,7 @@ def _remove_outputs(out: Path) -> None:
     and, if the rerun fails, would still look valid.
     """
     shutil.rmtree(out / STAGING, ignore_errors=True)
-    stale = [out / name for name in (*FINAL_OUTPUTS, "report.md") if (out / name).exists()]
+    stale = [out / name for name in (*_final_outputs(), "report.md") if (out / name).exists()]
     for path in stale:
         path.unlink()
     if stale:
@@ -906,7 +1147,7 @@ def _write_outputs(
             json.dump(summary, f, indent=2, default=str)
         figures = _figures(staging, summary, results) if plots else []
         _write_report(staging, summary, figures, time.time() - t_start)
-        for name in (*FINAL_OUTPUTS, "report.md"):
+        for name in (*_final_outputs(), "report.md"):
             if (staging / name).exists():
                 (staging / name).replace(out / name)
     finally:
