@@ -33,7 +33,17 @@ _SUBPACKAGES = (
 __all__ = ["__version__", *_SUBPACKAGES]
 
 if TYPE_CHECKING:  # static analysers see the subpackages as attributes
-    from . import bundles, calibration, data, enums, handlers, losses, metrics, transforms, visualize
+    from . import (
+        bundles,
+        calibration,
+        data,
+        enums,
+        handlers,
+        losses,
+        metrics,
+        transforms,
+        visualize,
+    )
 
 
 def __getattr__(name: str) -> Any:

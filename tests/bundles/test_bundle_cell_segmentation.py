@@ -143,8 +143,8 @@ def test_train_evaluate_inference_one_epoch(bundle, loss, tmp_path, data_root):
     # MONAI's MetricsSaver: the evaluator's metrics, and per-image Dice named by image id
     with open(tmp_path / "eval" / "evaluator" / "metrics.csv") as f:
         saved = dict(csv.reader(f))
-    assert float(saved["val_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
-    with open(tmp_path / "eval" / "evaluator" / "val_dice_raw.csv") as f:
+    assert float(saved["test_dice"]) == pytest.approx(metrics["dice"], abs=1e-5)
+    with open(tmp_path / "eval" / "evaluator" / "test_dice_raw.csv") as f:
         assert [r[0] for r in list(csv.reader(f))[1:]] == test_ids
     for image_id in test_ids:
         seg = np.asarray(Image.open(tmp_path / "inference" / f"{image_id}_seg.png"))
@@ -167,7 +167,7 @@ def test_missing_data_is_explained(bundle, tmp_path):
     assert "ValueError: data_root is not set" in msg and "pass --data_root PATH" in msg
 
 
-def test_compare_runs_on_the_bundle(tmp_path, data_root):
+def test_compare_runs_on_the_bundle(tmp_path, data_root, capsys):
     from monai_calib.cli.compare import main
 
     rc = main(
@@ -184,3 +184,12 @@ def test_compare_runs_on_the_bundle(tmp_path, data_root):
     report = (tmp_path / "report.md").read_text()
     assert "Dice" in report and "mIoU" in report
     assert (tmp_path / "reliability.png").stat().st_size > 1000
+    # segmentation quality first: the table's columns after the method, and the per-run line
+    header = next(line for line in report.splitlines() if line.startswith("| method |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:3] == ["Dice ↑", "mIoU ↑"]
+    assert summary["columns"][:2] == ["dice", "mean_iou"]
+    out = capsys.readouterr().out
+    for loss in ("dice_ce", "ml"):
+        done = next(line for line in out.splitlines() if f"] {loss} seed 0: done in" in line)
+        dice = summary["losses"][loss]["dice"]["mean"]
+        assert f"(dice={dice:.4f}, mean_iou=" in done

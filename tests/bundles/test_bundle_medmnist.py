@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +101,50 @@ def _check_eval_outputs(eval_dir: Path):
     # MONAI's MetricsSaver: the evaluator's own metrics on the test split, one "name,value" row each
     with open(eval_dir / "evaluator" / "metrics.csv") as f:
         saved = dict(csv.reader(f))
-    assert {"val_auc", "val_ece", "val_nll", "val_brier"} <= set(saved)
-    assert float(saved["val_ece"]) == pytest.approx(metrics["ece"], abs=1e-6)
+    assert {"test_auc", "test_ece", "test_nll", "test_brier"} <= set(saved)
+    assert float(saved["test_ece"]) == pytest.approx(metrics["ece"], abs=1e-6)
     return metrics
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_evaluation_logs_name_the_split_and_no_best_metric(
+    bundle, ce_run, data_root, tmp_path, split
+):
+    """A one-off evaluation is no model selection: the logged metrics carry the evaluated split's
+    name (``test_auc``, not ``val_auc``) and no "Got new best metric" / "best value" line."""
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    # the evaluator's own logger ("Got new best metric") and StatsHandler's ("Metrics --")
+    names = ("ignite.engine.engine.SupervisedEvaluator", "monai.handlers.StatsHandler")
+    collect = Collect()
+    for name in names:
+        logging.getLogger(name).addHandler(collect)
+    eval_dir = tmp_path / "eval"
+    try:
+        bundle.run(
+            ["train.json", "loss_ce.json", "evaluate.json"], data_root=data_root,
+            output_dir=str(ce_run), eval_split=split, eval_dir=str(eval_dir), report_plots=False,
+        )  # fmt: skip
+    finally:
+        for name in names:
+            logging.getLogger(name).removeHandler(collect)
+    log = "\n".join(collect.lines)
+    assert "Engine run finished" in log  # the evaluator's log was collected
+    assert "Got new best metric" not in log and "best value" not in log
+    line = next(line for line in collect.lines if "Metrics --" in line)
+    logged = dict(re.findall(r"(\w+): ([-0-9.e]+)", line.split("Metrics --")[1]))
+    assert set(logged) == {f"{split}_{k}" for k in ("auc", "ece", "nll", "brier")}
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert float(logged[f"{split}_auc"]) == pytest.approx(metrics["auc"], abs=1e-4)
+    with open(eval_dir / "evaluator" / "metrics.csv") as f:
+        assert {f"{split}_auc", f"{split}_ece"} <= set(dict(csv.reader(f)))
 
 
 @pytest.mark.parametrize("loss", ["ce", "mit", "cct_eal", "ls_plus", "tet"])
