@@ -9,6 +9,12 @@ classification bundles each trained model is also evaluated after post-hoc tempe
 fitted on the validation split (a ``<loss>+ts`` row), and every loss is compared with cross-entropy
 by a paired bootstrap over the test images. The report is built from each run's
 ``eval/metrics.json`` and ``eval/predictions.npz``.
+
+While it runs it logs the torch threads it chose and why (:func:`_choose_threads`), the device,
+one line per training epoch with the mean training loss and the ETAs of the run and of the whole
+comparison (:class:`_Progress`; on a terminal also Ignite's tqdm ``ProgressBar``), one line per
+run with its test metrics, and a closing line with the report's path. Torch and MONAI are imported
+only after the options are parsed, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
