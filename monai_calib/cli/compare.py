@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from monai_calib.bundles import bundle_dir, logging_file, overlay_file, overlays
+from monai_calib.bundles import (
+    METHOD_NAMES,
+    TS_SUFFIX,
+    bundle_dir,
+    logging_file,
+    method_name,
+    overlay_file,
+    overlays,
+)
 from monai_calib.handlers import report_files as files
 from monai_calib.metrics.registry import METRIC_INFO
 
@@ -51,28 +59,8 @@ DEFAULT_EPOCHS = 15  # the default regime's epochs in compare (the bundle's own 
 NEEDS_BASELINE = {"ls_plus": "ce"}
 # The reference every other loss is compared with: the first of these that was run.
 REFERENCE_LOSSES = ("ce", "bce", "dice_ce")
-TS_SUFFIX = "+ts"
 RUN_COMPLETE = "run_complete"  # written last in a run folder: --resume skips the run
 TS_RANGE = (0.05, 20.0)  # bounds of the post-hoc temperature
-# Row labels: the methods' names in their papers (overlay file names stay the ids).
-METHOD_NAMES = {
-    "ce": "CE",
-    "ls": "LS",
-    "focal": "Focal",
-    "dca": "DCA",
-    "mdca": "MDCA",
-    "ls_plus": "LS+",
-    "tet": "TET",
-    "mit": "MiT",
-    "mit_init": "MiT (T fitted at start)",
-    "cct_eal": "CCT-EAL",
-    "bce": "BCE",
-    "ldace": "LDACE",
-    "ldace_ccl": "LDACE+CCL",
-    "dice_ce": "DiceCE",
-    "ml": "ML",
-    "caml": "CAML",
-}
 TABLE_COLUMNS = ("acc", "auc", "ece", "gap", "ace", "sce", "mce", "nll", "brier", "r_auc")
 # Paired-bootstrap statistics of the verdict, with how each difference is worded.
 VERDICT_STATISTICS = (
@@ -80,13 +68,6 @@ VERDICT_STATISTICS = (
     ("acc", "accuracy", 100.0, "points"),
     ("nll", "NLL", 1.0, ""),
 )
-
-
-def method_name(row: str) -> str:
-    """``"ls_plus"`` -> ``"LS+"``, ``"ce+ts"`` -> ``"CE + TS"``; unknown ids are returned as is."""
-    if row.endswith(TS_SUFFIX):
-        return f"{method_name(row[: -len(TS_SUFFIX)])} + TS"
-    return METHOD_NAMES.get(row, row)
 
 
 def build_parser() -> argparse.ArgumentParser:
