@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["confidence_by_correctness", "plot_confidence_density"]
 
 _HEADROOM = 1.35  # y range above the tallest histogram bar, as a factor
+# Opaque, borderless legends: a mean line running under one does not cross its text.
+_LEGEND = {"fontsize": 8, "facecolor": "white", "edgecolor": "none", "framealpha": 1.0}
 
 
 def confidence_by_correctness(
@@ -121,12 +123,11 @@ def plot_confidence_density(
     ax.set_ylabel("Density" if density else "Count")
     if means:
         # The dashed lines get a legend of their own (upper right); the groups keep the main one.
-        ax.add_artist(ax.legend(handles=means, loc="upper right", fontsize=8, frameon=False))
+        ax.add_artist(ax.legend(handles=means, loc="upper right", **_LEGEND))
     ax.legend(
         handles=[p for p in ax.patches if not p.get_label().startswith("_")],
         loc="upper left",
-        fontsize=8,
-        frameon=False,
+        **_LEGEND,
     )
     if title is not None:
         ax.set_title(title)
