@@ -24,9 +24,12 @@ from pathlib import Path
 __all__ = [
     "BUNDLE_FAMILIES",
     "BUNDLE_NAMES",
+    "METHOD_NAMES",
+    "TS_SUFFIX",
     "bundle_dir",
     "logging_file",
     "main",
+    "method_name",
     "overlay_file",
     "overlays",
     "require",
@@ -46,6 +49,37 @@ BUNDLE_FAMILIES = {
 }
 BUNDLE_NAMES = tuple(BUNDLE_FAMILIES)
 SHARED = "_shared"
+
+# Display names of the loss overlays (``loss_<name>.json``): the methods' names in their papers,
+# used in compare's tables and in every figure title / legend (overlay file names stay the ids).
+METHOD_NAMES = {
+    "ce": "CE",
+    "ls": "LS",
+    "focal": "Focal",
+    "dca": "DCA",
+    "mdca": "MDCA",
+    "ls_plus": "LS+",
+    "tet": "TET",
+    "mit": "MiT",
+    "mit_init": "MiT (T fitted at start)",
+    "cct_eal": "CCT-EAL",
+    "bce": "BCE",
+    "ldace": "LDACE",
+    "ldace_ccl": "LDACE+CCL",
+    "dice_ce": "DiceCE",
+    "ml": "ML",
+    "caml": "CAML",
+}
+TS_SUFFIX = "+ts"  # a loss evaluated after post-hoc temperature scaling, e.g. "ce+ts"
+
+
+def method_name(name: str) -> str:
+    """Display name of a loss overlay / compare row: ``"ls_plus"`` -> ``"LS+"``,
+    ``"ce+ts"`` -> ``"CE + TS"``; other names (a user's own title) are returned as is."""
+    if name.endswith(TS_SUFFIX):
+        return f"{method_name(name[: -len(TS_SUFFIX)])} + TS"
+    return METHOD_NAMES.get(name, name)
+
 
 # Wheel (non-editable) install: the bundles are package data next to this module.
 _PACKAGED_BUNDLES = Path(__file__).resolve().parent / "_bundles"

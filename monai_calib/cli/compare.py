@@ -39,7 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from monai_calib.bundles import bundle_dir, logging_file, overlay_file, overlays
+from monai_calib.bundles import (
+    METHOD_NAMES,
+    TS_SUFFIX,
+    bundle_dir,
+    logging_file,
+    method_name,
+    overlay_file,
+    overlays,
+)
 
 
 class _Deferred:
@@ -71,28 +79,8 @@ DEFAULT_EPOCHS = 15  # the default regime's epochs in compare (the bundle's own 
 NEEDS_BASELINE = {"ls_plus": "ce"}
 # The reference every other loss is compared with: the first of these that was run.
 REFERENCE_LOSSES = ("ce", "bce", "dice_ce")
-TS_SUFFIX = "+ts"
 RUN_COMPLETE = "run_complete"  # written last in a run folder: --resume skips the run
 TS_RANGE = (0.05, 20.0)  # bounds of the post-hoc temperature
-# Row labels: the methods' names in their papers (overlay file names stay the ids).
-METHOD_NAMES = {
-    "ce": "CE",
-    "ls": "LS",
-    "focal": "Focal",
-    "dca": "DCA",
-    "mdca": "MDCA",
-    "ls_plus": "LS+",
-    "tet": "TET",
-    "mit": "MiT",
-    "mit_init": "MiT (T fitted at start)",
-    "cct_eal": "CCT-EAL",
-    "bce": "BCE",
-    "ldace": "LDACE",
-    "ldace_ccl": "LDACE+CCL",
-    "dice_ce": "DiceCE",
-    "ml": "ML",
-    "caml": "CAML",
-}
 # Table and per-run line order: the task's own quality first (segmentation: Dice, mIoU), then
 # calibration; a column is shown when every run has it, other report keys follow alphabetically.
 TABLE_COLUMNS = (
@@ -115,13 +103,6 @@ VERDICT_STATISTICS = (
     ("acc", "accuracy", 100.0, "points"),
     ("nll", "NLL", 1.0, ""),
 )
-
-
-def method_name(row: str) -> str:
-    """``"ls_plus"`` -> ``"LS+"``, ``"ce+ts"`` -> ``"CE + TS"``; unknown ids are returned as is."""
-    if row.endswith(TS_SUFFIX):
-        return f"{method_name(row[: -len(TS_SUFFIX)])} + TS"
-    return METHOD_NAMES.get(row, row)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

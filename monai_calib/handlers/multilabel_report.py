@@ -166,11 +166,11 @@ class MultiLabelCalibrationReport(CalibrationReport):
         stats = calibration_statistics(
             self.probs, self.labels, num_bins=self.num_bins, target="marginal"
         )
-        fig, _ = plot_reliability_diagram(stats, title=self.title)
+        fig, _ = plot_reliability_diagram(stats, title=self.figure_title)
         save_figure(self.output_dir, RELIABILITY_PNG, fig)
         names = self.label_names or [f"label {i}" for i in range(stats.shape[0])]
         panels = [(str(name), stats[i : i + 1]) for i, name in enumerate(names)]
         fig, _ = plot_reliability_panels(
-            panels, ncols=self.ncols, show_histogram=False, title=self.title
+            panels, ncols=self.ncols, show_histogram=False, title=self.figure_title
         )
         save_figure(self.output_dir, RELIABILITY_PER_LABEL_PNG, fig, dpi=80)

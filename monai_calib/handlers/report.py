@@ -22,6 +22,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_calib._utils.distributed import gather_cat, is_main_rank
 from monai_calib._utils.validation import check_num_bins, normalize_class_target
+from monai_calib.bundles import method_name
 from monai_calib.metrics.reports import CLASSIFICATION_METRICS, classification_report
 from monai_calib.metrics.retention import retention_curve
 from monai_calib.visualize import (
@@ -84,7 +85,9 @@ class ReportHandler:
         num_bins: bins of the binned calibration errors and the reliability diagram.
         prefix: prefix of the keys put into ``engine.state.metrics``.
         plots: write the PNG figures.
-        title: title of the figures (e.g. the loss name).
+        title: title of the figures (e.g. the loss name); a loss overlay id (``"mit"``,
+            ``"ce+ts"``) is shown by its method's name (``"MiT"``, ``"CE + TS"``, see
+            :func:`monai_calib.bundles.method_name`).
 
     Raises:
         ValueError: ``num_bins`` is not a positive int.
@@ -105,6 +108,7 @@ class ReportHandler:
         self.prefix = prefix
         self.plots = plots
         self.title = title
+        self.figure_title = None if title is None else method_name(str(title))
         self.logger = logging.getLogger(type(self).__module__)
         self.results: dict[str, float] = {}
         self.reset()
@@ -213,9 +217,10 @@ class CalibrationReport(ReportHandler):
 
     def _plot(self) -> None:
         probs, labels = self.probs, self.labels
-        fig, _ = plot_reliability_diagram(probs, labels, num_bins=self.num_bins, title=self.title)
+        title = self.figure_title
+        fig, _ = plot_reliability_diagram(probs, labels, num_bins=self.num_bins, title=title)
         save_figure(self.output_dir, RELIABILITY_PNG, fig)
-        fig, _ = plot_confidence_density(probs, labels, title=self.title)
+        fig, _ = plot_confidence_density(probs, labels, title=title)
         save_figure(self.output_dir, CONFIDENCE_DENSITY_PNG, fig)
-        fig, _ = plot_retention_curve({self.title or "model": retention_curve(probs, labels)})
+        fig, _ = plot_retention_curve({title or "model": retention_curve(probs, labels)})
         save_figure(self.output_dir, RETENTION_PNG, fig)

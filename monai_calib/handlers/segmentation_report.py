@@ -126,5 +126,5 @@ class SegmentationCalibrationReport(ReportHandler):
         write_metrics_files(self.output_dir, self.results)
         write_statistics(self.output_dir, self.statistics)
         if self.plots:
-            fig, _ = plot_reliability_diagram(self.statistics, title=self.title)
+            fig, _ = plot_reliability_diagram(self.statistics, title=self.figure_title)
             save_figure(self.output_dir, RELIABILITY_PNG, fig)

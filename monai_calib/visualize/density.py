@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["confidence_by_correctness", "plot_confidence_density"]
 
+_HEADROOM = 1.35  # y range above the tallest histogram bar, as a factor
+# Opaque, borderless legends: a mean line running under one does not cross its text.
+_LEGEND = {"fontsize": 8, "facecolor": "white", "edgecolor": "none", "framealpha": 1.0}
+
 
 def confidence_by_correctness(
     y_pred: torch.Tensor, y: torch.Tensor, *, logits: bool = False
@@ -58,7 +62,8 @@ def plot_confidence_density(
 
     A well-separated pair (incorrect predictions at low confidence) means the confidence ranks
     errors well, which is what the retention curve rewards; an over-confident model puts both
-    distributions near 1. Dashed lines mark each group's mean confidence.
+    distributions near 1. Dashed lines mark each group's mean confidence (their own legend,
+    upper right); both legends sit in headroom above the tallest bar.
 
     Args:
         y_pred: probabilities ``(B, K[, *spatial])`` or logits with ``logits=True``.
@@ -86,6 +91,7 @@ def plot_confidence_density(
         (correct, "Correct", "#2ca02c"),
         (incorrect, "Incorrect", "#d62728"),
     )
+    means = []
     for values, name, color in groups:
         if values.size == 0:
             continue
@@ -100,11 +106,29 @@ def plot_confidence_density(
             linewidth=1.2,
             label=f"{name} (n={values.size})",
         )
-        ax.axvline(float(values.mean()), color=color, linestyle="--", linewidth=1.2)
+        mean = float(values.mean())
+        means.append(
+            ax.axvline(
+                mean,
+                color=color,
+                linestyle="--",
+                linewidth=1.4,
+                label=f"Mean confidence, {name.lower()} ({mean:.2f})",
+            )
+        )
     ax.set_xlim(0.0, 1.0)
+    # Headroom above the tallest bar for the legends, so they cannot cover the histograms.
+    ax.set_ylim(0.0, _HEADROOM * ax.get_ylim()[1])
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Density" if density else "Count")
-    ax.legend(loc="upper left", fontsize=9)
+    if means:
+        # The dashed lines get a legend of their own (upper right); the groups keep the main one.
+        ax.add_artist(ax.legend(handles=means, loc="upper right", **_LEGEND))
+    ax.legend(
+        handles=[p for p in ax.patches if not p.get_label().startswith("_")],
+        loc="upper left",
+        **_LEGEND,
+    )
     if title is not None:
         ax.set_title(title)
     return fig, ax

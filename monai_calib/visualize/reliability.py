@@ -93,11 +93,25 @@ def reliability_statistics(
     return stats[class_index : class_index + 1 if class_index != -1 else None]
 
 
-# Bar styles: accuracy and histogram bars in blue, the calibration gap hatched in red.
-_COUNT_BARS = {"color": "#1f77b4", "edgecolor": "black", "linewidth": 0.8}
-_ACCURACY_BARS = {**_COUNT_BARS, "label": "Accuracy", "zorder": 2}
-_GAP_BARS = {"color": "#d62728", "alpha": 0.3, "edgecolor": "#d62728", "hatch": "//"}
-_GAP_BARS |= {"linewidth": 0.8, "label": "Gap", "zorder": 3}
+# Okabe-Ito colours (colour-blind safe). The gaps are opaque light tints with a hatch of their own
+# colour and direction, so an under-confidence gap drawn over an accuracy bar does not mix colours.
+ACCURACY_COLOR = "#0072B2"  # blue
+OVER_COLOR = "#D55E00"  # vermillion: mean confidence above accuracy
+UNDER_COLOR = "#009E73"  # bluish green: accuracy above mean confidence
+ACCURACY_LINE_COLOR = "#CC79A7"  # reddish purple: the overall accuracy in the histogram
+_COUNT_BARS = {"facecolor": ACCURACY_COLOR, "edgecolor": "black", "linewidth": 0.8}
+_GAP_STYLE = {
+    "over": {"facecolor": "#F7D3BB", "edgecolor": OVER_COLOR, "hatch": "///"},
+    "under": {"facecolor": "#BFE6DA", "edgecolor": UNDER_COLOR, "hatch": "\\\\\\"},
+}
+_GAP_LABELS = {"over": "Gap: over-confident", "under": "Gap: under-confident"}
+ACCURACY_LABEL = "Accuracy (shade & number: samples)"
+MEAN_CONFIDENCE_LABEL = "Mean confidence"
+# Lightest shade of the accuracy bar of the least populated bin (the fullest bin is opaque).
+_MIN_ALPHA = 0.2
+_LEGEND_FONTSIZE = 8.0
+# Space between the axes top and the legend above it: room for the count of a bar reaching 1.
+_LEGEND_OFFSET_PT = 12.0
 
 
 class _Bins(NamedTuple):
@@ -153,26 +167,113 @@ def _diagram_axes(
     return fig, ax_rel, None
 
 
+def _format_count(n: float) -> str:
+    """Short bin count for an annotation: ``7``, ``130``, ``4.2k``, ``12k``, ``3.1M``."""
+    n = float(n)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.1f}{suffix}" if v < 10 else f"{v:.0f}{suffix}"
+    return f"{n:.0f}"
+
+
+def _count_alphas(count: np.ndarray) -> np.ndarray:
+    """Opacity of each bin's accuracy bar: linear in its count, from ``_MIN_ALPHA`` to 1."""
+    top = count.max() if count.size and count.max() > 0 else 1.0
+    return np.clip(_MIN_ALPHA + (1.0 - _MIN_ALPHA) * count / top, 0.0, 1.0)
+
+
+def _legend_handles() -> list[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(label=ACCURACY_LABEL, **_COUNT_BARS),
+        Patch(label=_GAP_LABELS["over"], linewidth=0.8, **_GAP_STYLE["over"]),
+        Line2D([], [], linestyle="--", color="gray", linewidth=1.0, label="Perfect calibration"),
+        Patch(label=_GAP_LABELS["under"], linewidth=0.8, **_GAP_STYLE["under"]),
+    ]
+
+
+def legend_title_pad(nrows: int, fontsize: float = _LEGEND_FONTSIZE) -> float:
+    """Title pad (points) that clears a legend of ``nrows`` rows placed above the axes.
+
+    From matplotlib's legend metrics (in font sizes): ``borderpad`` 0.4 above and below, rows
+    about 1.25 high (text with descent) separated by ``labelspacing`` 0.5; plus a margin.
+    """
+    height = fontsize * (2 * 0.4 + 1.25 * nrows + 0.5 * (nrows - 1))
+    return _LEGEND_OFFSET_PT + height + 4.0
+
+
+def legend_above(ax: Axes, rows: int = 2, fontsize: float = _LEGEND_FONTSIZE) -> Any:
+    """The diagram's legend above the axes, where no bar can reach it; pads the title over it.
+
+    ``rows=2``: two columns centred on the axes (one diagram). ``rows=1``: one row starting at
+    the axes' left edge, left out of the layout so that it may run on above the next panels of
+    a wide grid (:func:`~monai_calib.visualize.plot_reliability_panels` pads every title).
+    """
+    from matplotlib.transforms import ScaledTranslation
+
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    fig = figure_of(ax)
+    anchor = ax.transAxes + ScaledTranslation(0.0, _LEGEND_OFFSET_PT / 72.0, fig.dpi_scale_trans)
+    legend = ax.legend(
+        handles=_legend_handles(),
+        loc="lower center" if rows == 2 else "lower left",
+        bbox_to_anchor=(0.5, 1.0) if rows == 2 else (0.0, 1.0),
+        bbox_transform=anchor,
+        ncols=2 if rows == 2 else 4,
+        fontsize=fontsize,
+        frameon=False,
+        borderaxespad=0.0,
+        borderpad=0.4,
+        labelspacing=0.5,
+        handlelength=1.6,
+        columnspacing=1.0,
+    )
+    legend.set_in_layout(rows == 2)
+    ax.set_title(ax.get_title(), pad=legend_title_pad(rows, fontsize))
+    return legend
+
+
 def _draw_reliability(ax: Axes, bins: _Bins, ece: float, title: str | None) -> None:
-    """Accuracy bars, gap bars, the diagonal, the ECE box and the legend."""
-    x = bins.centers[bins.nonempty]
-    ax.bar(x, bins.acc[bins.nonempty], width=bins.width, **_ACCURACY_BARS)
-    ax.bar(
-        x,
-        np.abs(bins.conf - bins.acc)[bins.nonempty],
-        bottom=np.minimum(bins.conf, bins.acc)[bins.nonempty],
-        width=bins.width,
-        **_GAP_BARS,
-    )
-    ax.plot(
-        [0, 1],
-        [0, 1],
-        linestyle="--",
-        color="gray",
-        linewidth=1.0,
-        zorder=4,
-        label="Perfect calibration",
-    )
+    """Accuracy bars shaded by count, over/under-confidence gap bars, bin counts, the
+    diagonal, the ECE box, and the legend above the axes (it cannot cover a bar)."""
+    ne = bins.nonempty
+    x = bins.centers[ne]
+    acc, conf = bins.acc[ne], bins.conf[ne]
+    alphas = _count_alphas(bins.count)[ne]
+    bars = ax.bar(x, acc, width=bins.width, zorder=2, **_COUNT_BARS)
+    for bar, alpha in zip(bars, alphas, strict=True):
+        bar.set_facecolor((*bar.get_facecolor()[:3], alpha))
+    for kind, mask in (("over", conf > acc), ("under", acc > conf)):
+        ax.bar(
+            x[mask],
+            np.abs(conf - acc)[mask],
+            bottom=np.minimum(conf, acc)[mask],
+            width=bins.width,
+            linewidth=0.8,
+            zorder=3,
+            label=f"_{kind}",
+            **_GAP_STYLE[kind],
+        )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.0, zorder=4)
+    rotation = 90 if bins.count.shape[0] > 20 else 0
+    for xi, top, n in zip(x, np.maximum(acc, conf), bins.count[ne], strict=True):
+        ax.text(
+            xi,
+            top + 0.01,
+            _format_count(n),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="#333333",
+            rotation=rotation,
+            clip_on=False,
+            zorder=5,
+            gid="bin_count",
+        )
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("Accuracy")
@@ -184,11 +285,16 @@ def _draw_reliability(ax: Axes, bins: _Bins, ece: float, title: str | None) -> N
         va="top",
         ha="left",
         fontsize=11,
+        zorder=6,
         bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "gray", "alpha": 0.9},
     )
-    ax.legend(loc="lower right", fontsize=9)
     if title is not None:
         ax.set_title(title)
+    legend_above(ax)
+
+
+# Headroom of the histogram: its legend sits above the tallest bar.
+HIST_HEADROOM = 1.5
 
 
 def _draw_histogram(ax: Axes, bins: _Bins) -> None:
@@ -203,16 +309,28 @@ def _draw_histogram(ax: Axes, bins: _Bins) -> None:
             color="black",
             linestyle="--",
             linewidth=1.2,
-            label=f"Avg. confidence ({mean_conf:.2f})",
+            label=f"{MEAN_CONFIDENCE_LABEL} ({mean_conf:.2f})",
         )
         ax.axvline(
             accuracy,
-            color="#d62728",
+            color=ACCURACY_LINE_COLOR,
             linestyle="-",
             linewidth=1.2,
             label=f"Accuracy ({accuracy:.2f})",
         )
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(
+            loc="upper left",
+            ncols=2,
+            fontsize=7,
+            facecolor="white",
+            edgecolor="none",
+            framealpha=1.0,
+            borderaxespad=0.2,
+            handlelength=1.6,
+            columnspacing=1.0,
+        )
+    top = float(frac.max()) if frac.size and frac.max() > 0 else 1.0
+    ax.set_ylim(0.0, HIST_HEADROOM * top)
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("Confidence")
     ax.set_ylabel("Fraction")

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_retention_curve"]
 
+RETENTION_ORDER_NOTE = "(samples ordered by confidence, most confident retained first)"
+
 
 def _curve(name: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(value, "curve") and callable(value.curve):
@@ -55,6 +57,9 @@ def plot_retention_curve(
     title: str | None = None,
 ) -> tuple[Figure, Axes]:
     r"""Accuracy vs retained fraction for several models on one axis, R-AUC in the legend.
+
+    The samples are ordered by confidence (lowest uncertainty first): at fraction :math:`f` the
+    curve is the accuracy of the :math:`f` most confident ones; the x label says so.
 
     Each curve is drawn with its area (trapezoid rule, a fraction in [0, 1], higher is better)
 
@@ -109,6 +114,18 @@ def plot_retention_curve(
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(max(0.0, lowest - 0.05), 1.005)
     ax.set_xlabel("Retained fraction")
+    # Second line of the x label: which samples are kept (the label text itself stays as is).
+    ax.annotate(
+        RETENTION_ORDER_NOTE,
+        xy=(0.5, 0.0),
+        xycoords=ax.xaxis.label,
+        xytext=(0.0, -1.0),
+        textcoords="offset points",
+        ha="center",
+        va="top",
+        fontsize=ax.xaxis.label.get_fontsize() - 1,
+        gid="retention_order",
+    )
     ax.set_ylabel("Accuracy")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
