@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from monai.utils import look_up_option
 
+from monai_calib._utils.threads import single_intra_op_thread
+
 __all__ = [
     "accumulation_dtype",
     "check_class_indices",
@@ -329,6 +331,12 @@ def _checked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
     """
     if not _exact_matmul_ok(y) or y.numel() == 0:
         return _one_hot_index(y) if check_one_hot(y, dim=1) else None
+    with single_intra_op_thread():  # a loop of small ops (see _utils.threads)
+        return _blocked_one_hot_index(y)
+
+
+def _blocked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
+    """The block loop of :func:`_checked_one_hot_index`."""
     batch, num_classes = y.shape[0], y.shape[1]
     y3 = y.reshape(batch, num_classes, -1)
     voxels = y3.shape[2]

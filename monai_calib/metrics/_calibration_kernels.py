@@ -28,6 +28,8 @@ from collections.abc import Iterator
 
 import torch
 
+from monai_calib._utils.threads import single_intra_op_thread
+
 from ._inputs import raise_probability_error, sum_tolerance
 
 __all__ = [
@@ -144,16 +146,18 @@ def equal_mass_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- CPU fast path
 
-# Values (classes x samples) per chunk of the CPU fast path. One thread: the chunk and its few
-# temporaries stay in the core's L2 cache, so no sample-sized tensor is allocated (and
-# page-faulted) per call, and per-op dispatch (~15 ops per chunk) is paid a few dozen times per
-# million values. Several threads: a chunk holds _CHUNK_VALUES_PER_THREAD values per thread, so
-# that every chunk op (also those over the n samples of a chunk, n = values / K) lies above
-# ATen's parallel grain and ATen's own kernels split it between the threads; a parallel region
-# is paid per op, so the chunks are larger than on one thread (fewer regions per call).
+# Values (classes x samples) per chunk of the CPU fast path. The chunk and its few temporaries
+# stay in the core's L2 cache, so no sample-sized tensor is allocated (and page-faulted) per
+# call, and per-op dispatch (~15 ops per chunk) is paid a few dozen times per million values.
 _CHUNK_VALUES = 1 << 18
+# With several intra-op threads the chunk loop runs on one thread (_PARALLEL_CHUNKS = False):
+# with chunks of _CHUNK_VALUES_PER_THREAD values per thread every chunk op lies above ATen's
+# grain and is split between the threads, which was 1.2x faster on an idle 2-core VM (21.9 vs
+# 26.7 ms at N = 1e6, K = 10) but 30-70x slower as soon as another process kept a core busy
+# (~100 parallel regions per call, each waiting for a descheduled worker; see
+# monai_calib._utils.threads). Set it to True to use ATen's parallel kernels per chunk.
+_PARALLEL_CHUNKS = False
 _CHUNK_VALUES_PER_THREAD = 1 << 19
-_ATEN_GRAIN = 32768  # at::internal::GRAIN_SIZE: smaller ops run on one thread
 # (N, K) inputs are transposed chunk-wise by a product with [identity; ones] up to this K (exact,
 # see _transpose_exact; the extra row gives the row sums of the check); above it by a strided
 # copy.
@@ -163,7 +167,9 @@ _MM_TRANSPOSE_MAX_K = 64
 def _chunk_values() -> int:
     """Values per chunk for the current number of intra-op threads."""
     threads = torch.get_num_threads()
-    return _CHUNK_VALUES if threads == 1 else _CHUNK_VALUES_PER_THREAD * threads
+    if threads == 1 or not _PARALLEL_CHUNKS:
+        return _CHUNK_VALUES
+    return _CHUNK_VALUES_PER_THREAD * threads
 
 
 def fast_path_ok(y_pred: object) -> bool:
@@ -252,8 +258,8 @@ def chunked_equal_width_statistics(
       the hits (exactly one class per sample is correct: no ``K x n`` comparison).
 
     Results equal those of :func:`binned_statistics` (counts are the same integers; sums are
-    float64, added chunk-wise). With several intra-op threads the chunks are large enough for
-    ATen to split every chunk op between the threads.
+    float64, added chunk-wise). With several intra-op threads the loop runs on one thread (see
+    ``_PARALLEL_CHUNKS``); the thread count is restored afterwards, also on error.
 
     Args:
         y_pred: the caller's input (its dtype sets the row-sum tolerance; it is re-checked to
@@ -267,6 +273,19 @@ def chunked_equal_width_statistics(
     Returns:
         float64 ``(C, num_bins, 3)`` with ``C = 1`` for ``"top_label"``, ``K`` otherwise.
     """
+    with single_intra_op_thread(not _PARALLEL_CHUNKS):
+        return _chunked_statistics(y_pred, probs, labels, target, num_bins, check)
+
+
+def _chunked_statistics(
+    y_pred: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    target: str,
+    num_bins: int,
+    check: bool,
+) -> torch.Tensor:
+    """The body of :func:`chunked_equal_width_statistics` (at the thread count it chose)."""
     num_classes = probs.shape[1]
     top = target == "top_label"
     groups = 1 if top else num_classes

@@ -248,11 +248,14 @@ def test_chunked_kernel_at_two_threads_equals_one_thread_and_plain_statistics(na
             assert torch.equal(public, results[2, True])
 
 
-def test_chunks_follow_the_thread_count():
-    # one thread: cache-sized chunks; several threads: chunks large enough that every chunk op
-    # gives each thread at least ATen's parallel grain, so torch's own kernels split them
+@pytest.mark.parametrize("parallel", [False, True])
+def test_chunks_follow_the_thread_count(monkeypatch, parallel):
+    # default: cache-sized chunks at any thread count, the loop pinned to one thread (restored
+    # afterwards, also on error); _PARALLEL_CHUNKS: chunks large enough that every chunk op
+    # gives each thread more than ATen's parallel grain
+    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
     p, y = _random_probs(400_000, 3, seed=1, dtype=torch.float32)
-    widths = {}
+    widths, inside = {}, {}
     for threads in (1, 2):
         with _num_threads(threads):
             seen, start = [], 0
@@ -266,16 +269,39 @@ def test_chunks_follow_the_thread_count():
                 start += n
             assert sum(seen) == 400_000
             widths[threads] = seen[0]
+            real_chunks = kernels._chunks
+
+            def spy(*args, _real=real_chunks, _threads=threads, **kwargs):
+                inside[_threads] = torch.get_num_threads()
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(kernels, "_chunks", spy)
+            kernels.chunked_equal_width_statistics(p, p, y, "top_label", 15, check=True)
+            monkeypatch.setattr(kernels, "_chunks", real_chunks)
+            assert torch.get_num_threads() == threads
+            bad = p.clone()
+            bad[123_456, 0] = -0.5
+            with pytest.raises(ValueError, match=r"\[0, 1\]"):
+                calibration_statistics(bad, y)
+            assert torch.get_num_threads() == threads
     assert widths[1] == kernels._CHUNK_VALUES // 3
-    assert widths[2] == 2 * kernels._CHUNK_VALUES_PER_THREAD // 3
-    assert widths[2] * 3 >= 2 * 2 * kernels._ATEN_GRAIN  # >= the grain per thread, twice
+    if parallel:
+        assert inside == {1: 1, 2: 2}
+        assert widths[2] == 2 * kernels._CHUNK_VALUES_PER_THREAD // 3
+        assert widths[2] * 3 >= 2 * 2 * 32_768  # ATen's grain size, per thread, twice
+    else:
+        assert inside == {1: 1, 2: 1}
+        assert widths[2] == widths[1]
 
 
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(3_001, 5), (3_001, 70), (2, 4, 13, 11, 7)])
-def test_chunked_statistics_over_many_small_chunks(monkeypatch, threads, shape):
+def test_chunked_statistics_over_many_small_chunks(monkeypatch, parallel, threads, shape):
     # tiny chunks: many chunks, a partial last one, chunks with tied rows (exact argmax) next to
-    # chunks without; the statistics are those of the plain reference at 1 and 2 threads
+    # chunks without; the statistics are those of the plain reference at 1 and 2 threads, with
+    # the loop pinned to one thread (default) or split by ATen per chunk op
+    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
     monkeypatch.setattr(kernels, "_CHUNK_VALUES", 700)
     monkeypatch.setattr(kernels, "_CHUNK_VALUES_PER_THREAD", 350)
     g = torch.Generator().manual_seed(11)
