@@ -302,7 +302,7 @@ def normalize_dense_class_target(
 
 
 # values per block of the nonzero count of _checked_one_hot_index (the block stays in cache)
-_ONE_HOT_BLOCK = 1 << 18
+_ONE_HOT_BLOCK = 1 << 19
 
 
 def _exact_matmul_ok(y: torch.Tensor) -> bool:
