@@ -12,6 +12,13 @@ Run: ``python benchmarks/bench_metrics.py [--repeats 9] [--threads N] [--quick]`
 (c) peak memory of streaming ``calibration_statistics`` (batches of fixed size summed) for
     N = 1e4 .. 1e7 samples, each N measured in a fresh subprocess.
 
+``--issue15`` runs the issue-15 metric targets in one process and writes them, with a "target
+met / not met" column and the load average, to ``benchmarks/results_issue15_metrics.md``
+(``--out``): top-label ECE (checks on and off, and torchmetrics) and the dense class-wise
+pooled ECE metric class (index and one-hot labels, and MONAI's ``CalibrationErrorMetric``), at
+1 and 2 intra-op threads (``torch.set_num_threads``; every repeat runs every contender at every
+thread count back to back). Run: ``python benchmarks/bench_metrics.py --issue15``.
+
 Timings: every repeat runs all contenders back to back (interleaved), so a burst of load from
 other processes hits them alike; the median over repeats is reported, and the ratio is the ratio
 of medians. Memory: torch allocates tensors with its own C++ allocator, invisible to
@@ -115,6 +122,157 @@ def bench_b(repeats: int) -> dict[str, float]:
     )
 
 
+# issue-15 targets: top-label ECE >= 3x torchmetrics, dense class-wise >= 3.5x MONAI, checks
+# <= 20% of the checked call (N = 1e6)
+_TARGET_TOP = 3.0
+_TARGET_DENSE = 3.5
+_TARGET_CHECK_SHARE = 0.20
+_ISSUE15_OUT = "results_issue15_metrics.md"
+
+
+def bench_issue15(repeats: int, thread_counts: list[int]) -> dict[str, object]:
+    """Issue-15 metric timings, interleaved over contenders *and* thread counts.
+
+    Returns ``{"times": {threads: {name: median seconds}}, "values": {...}}``.
+    """
+    from monai.metrics import CalibrationErrorMetric
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from monai_calib.metrics import (
+        PooledCalibrationErrorMetric,
+        calibration_error,
+        calibration_error_from_statistics,
+    )
+    from monai_calib.metrics._calibration_kernels import chunked_equal_width_statistics
+
+    g = torch.Generator().manual_seed(0)
+    n, k = 1_000_000, 10
+    p = torch.softmax(2 * torch.randn(n, k, generator=g), dim=1)
+    y = torch.randint(0, k, (n,), generator=g)
+    g = torch.Generator().manual_seed(1)
+    shape = (2, 4, 96, 96, 96)
+    pd = torch.softmax(2 * torch.randn(shape, generator=g), dim=1)
+    idx = torch.randint(0, 4, (2, 1, *shape[2:]), generator=g)
+    onehot = torch.zeros_like(pd).scatter_(1, idx, 1.0)
+    monai_metric = CalibrationErrorMetric(num_bins=15)
+    ours_dense = PooledCalibrationErrorMetric(num_bins=15, target="classwise")
+
+    def unchecked() -> object:
+        # the same chunked pass without any input check (labels, range, row sums): what the
+        # checks cost; private, not a public option
+        stats = chunked_equal_width_statistics(p, p, y, "top_label", 15, check=False)
+        return calibration_error_from_statistics(stats)
+
+    def dense_unchecked() -> object:
+        stats = chunked_equal_width_statistics(pd, pd, idx[:, 0], "classwise", 15, check=False)
+        return calibration_error_from_statistics(stats)
+
+    def monai_once() -> object:
+        monai_metric(pd, onehot)
+        value = monai_metric.aggregate()
+        monai_metric.reset()
+        return value
+
+    def ours_once(labels: torch.Tensor) -> object:
+        ours_dense(pd, labels)
+        value = ours_dense.aggregate()
+        ours_dense.reset()
+        return value
+
+    fns: dict[str, Callable[[], object]] = {
+        "top_ours": lambda: calibration_error(p, y, num_bins=15),
+        "top_ours_unchecked": unchecked,
+        "top_torchmetrics": lambda: multiclass_calibration_error(p, y, k, n_bins=15),
+        "dense_monai": monai_once,
+        "dense_ours_index": lambda: ours_once(idx),
+        "dense_ours_onehot": lambda: ours_once(onehot),
+        "dense_ours_unchecked": dense_unchecked,
+    }
+    old_threads = torch.get_num_threads()
+    values: dict[str, float] = {}
+    times: dict[int, dict[str, list[float]]] = {
+        t: {name: [] for name in fns} for t in thread_counts
+    }
+    try:
+        for t in thread_counts:  # warm-up, and the results at every thread count
+            torch.set_num_threads(t)
+            for name, fn in fns.items():
+                out = fn()
+                if name != "dense_monai":
+                    values[f"{name}@{t}"] = float(out)
+        for _ in range(repeats):
+            for t in thread_counts:
+                torch.set_num_threads(t)
+                for name, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[t][name].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)
+    medians = {t: {name: statistics.median(v) for name, v in d.items()} for t, d in times.items()}
+    return {"times": medians, "values": values}
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def write_issue15(res: dict[str, object], path: str, header: list[str]) -> str:
+    """Markdown tables of :func:`bench_issue15` with a target column; returns the text."""
+    times: dict[int, dict[str, float]] = res["times"]  # type: ignore[assignment]
+    values: dict[str, float] = res["values"]  # type: ignore[assignment]
+    lines = ["# Issue 15: metric speed targets", "", *header, ""]
+    lines += [
+        f"## Top-label equal-width ECE, N = 10^6, K = 10, 15 bins (target: >= {_TARGET_TOP:g}x "
+        f"torchmetrics with the checks on; checks <= {100 * _TARGET_CHECK_SHARE:.0f}% of the call)",
+        "",
+        "Median ms. Ours: `calibration_error(p, y)`; checks off: the same chunked pass without "
+        "any input check (private kernel call); torchmetrics: "
+        "`multiclass_calibration_error(p, y, 10, n_bins=15)` (default `validate_args=True`).",
+        "",
+        "| threads | ours, checks on | ours, checks off | check share | torchmetrics "
+        "| torchmetrics / ours | target >= 3x | target checks <= 20% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t, d in times.items():
+        ours, off, tm = d["top_ours"], d["top_ours_unchecked"], d["top_torchmetrics"]
+        share = max(0.0, (ours - off) / ours)
+        lines.append(
+            f"| {t} | {1e3 * ours:.1f} | {1e3 * off:.1f} | {100 * share:.0f}% | {1e3 * tm:.1f} "
+            f"| {tm / ours:.2f}x | {_met(tm / ours >= _TARGET_TOP)} "
+            f"| {_met(share <= _TARGET_CHECK_SHARE)} |"
+        )
+    lines += [
+        "",
+        f"## Dense class-wise pooled ECE, 2 x 4 x 96^3, 15 bins (target: >= {_TARGET_DENSE:g}x "
+        "MONAI)",
+        "",
+        "Median ms of call + `aggregate()` + `reset()`. MONAI: "
+        "`CalibrationErrorMetric(num_bins=15)` (one-hot labels, its input; per image and "
+        "channel, so only the time is compared). Ours: "
+        '`PooledCalibrationErrorMetric(num_bins=15, target="classwise")` with index labels '
+        "`(B, 1, *S)` and with one-hot labels; checks off: the chunked pass alone (index labels).",
+        "",
+        "| threads | MONAI | ours, index | MONAI / ours | ours, one-hot | MONAI / ours "
+        "| ours, checks off | target >= 3.5x (index / one-hot) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t, d in times.items():
+        ref, a, b = d["dense_monai"], d["dense_ours_index"], d["dense_ours_onehot"]
+        ra, rb = ref / a, ref / b
+        lines.append(
+            f"| {t} | {1e3 * ref:.1f} | {1e3 * a:.1f} | {ra:.2f}x | {1e3 * b:.1f} | {rb:.2f}x "
+            f"| {1e3 * d['dense_ours_unchecked']:.1f} "
+            f"| {_met(ra >= _TARGET_DENSE)} / {_met(rb >= _TARGET_DENSE)} |"
+        )
+    vals = ", ".join(f"{k} {v:.6f}" for k, v in sorted(values.items()))
+    lines += ["", f"Values (the same at every thread count): {vals}.", ""]
+    text = "\n".join(lines)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return text
+
+
 _CHILD = r"""
 import resource, sys, torch
 torch.set_num_threads(int(sys.argv[3]))
@@ -192,7 +350,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller memory sweep")
     parser.add_argument("--json", type=str, default="", help="also write results to this file")
     parser.add_argument("--parts", type=str, default="abc", help="which of a, b, c to run")
+    parser.add_argument(
+        "--issue15",
+        action="store_true",
+        help="only the issue-15 metric targets at 1 and 2 threads, written to --out",
+    )
+    parser.add_argument(
+        "--out",
+        type=str,
+        default=os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "results_issue15_metrics.md"
+        ),
+    )
     args = parser.parse_args()
+    if args.issue15:
+        _run_issue15(args.repeats, args.out)
+        return
     torch.set_num_threads(args.threads)
 
     try:
@@ -216,6 +389,27 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
+
+
+def _run_issue15(repeats: int, out: str) -> None:
+    import datetime
+
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    res = bench_issue15(repeats, [1, 2])
+    load_after = os.getloadavg()
+    header = [
+        f"Command: `python benchmarks/bench_metrics.py --issue15 --repeats {repeats}`, "
+        f"{datetime.datetime.now().isoformat(timespec='minutes')}; torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs.",
+        f"Load average (1, 5, 15 min) before: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
+        f"after: {load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f}. "
+        f"{repeats} repeats; in every repeat each contender runs at 1 and at 2 intra-op threads "
+        "back to back (interleaved); medians; ratios are ratios of medians. Wall time "
+        f"{time.perf_counter() - t0:.0f} s.",
+    ]
+    print(write_issue15(res, out, header))
+    print(f"\nwritten to {out}")
 
 
 def _report_a(res: dict[str, object], repeats: int) -> None:

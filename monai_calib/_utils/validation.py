@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from monai.utils import look_up_option
 
+from monai_calib._utils.threads import single_intra_op_thread
+
 __all__ = [
     "accumulation_dtype",
     "check_class_indices",
@@ -280,13 +282,13 @@ def normalize_dense_class_target(
         return normalize_class_target(target, num_classes, batch_size=batch, name=name)
     shape = tuple(target.shape)
     if shape == tuple(pred_shape):
-        if not check_one_hot(target, dim=1):  # the rule of the (B, K) path, no tolerance
+        idx = _checked_one_hot_index(target)
+        if idx is None:  # the rule of the (B, K) path (check_one_hot), no tolerance
             raise ValueError(
                 f"{name} of shape {shape} is read as one-hot over dim 1 (K={num_classes}) and "
                 "every voxel must hold exactly one 1 and zeros elsewhere; soft or multi-hot "
                 'targets are not supported here (use target="marginal" for multi-label).'
             )
-        idx = _one_hot_index(target)
     elif shape == (batch, 1, *spatial):
         idx = target[:, 0]
     elif shape == (batch, *spatial):
@@ -299,6 +301,75 @@ def normalize_dense_class_target(
     return check_class_indices(idx, num_classes, name)
 
 
+# values per block of the nonzero count of _checked_one_hot_index (the block stays in cache)
+_ONE_HOT_BLOCK = 1 << 19
+
+
+def _exact_matmul_ok(y: torch.Tensor) -> bool:
+    """Whether a product of ``y`` with small whole-number weights is exact (CPU, full-precision
+    float32/float64 matmul, class indices exactly representable)."""
+    return (
+        y.dtype in (torch.float32, torch.float64)
+        and y.device.type == "cpu"
+        and torch.get_float32_matmul_precision() == "highest"
+        and y.shape[1] <= 2**20
+    )
+
+
+def _checked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
+    """Class index ``(B, *spatial)`` of a dense one-hot ``y`` ``(B, K, *spatial)``, or ``None``
+    when some voxel is not exactly one-hot (the rule of :func:`check_one_hot`).
+
+    The checks of :func:`check_one_hot` in one pass over cache-sized blocks (CPU
+    float32/float64), with no full-size temporary: per block the smallest entry (NaN fails
+    it), ``c = ceil(y)`` into a reused buffer, the per-voxel nonzero count ``sum_k c_k``, the
+    voxel sum ``sum_k y_k`` and the index ``sum_k k c_k`` (a matrix-vector product), whose
+    ranges are checked at the end (NaN in a block makes its range NaN, which fails). With every
+    entry in [0, 1] and exactly one nonzero entry ``v`` per voxel, ``sum == 1`` makes ``v = 1``
+    and the index is exactly ``k``. ``aminmax`` replaces the slower comparison kernels for the
+    ``== 1`` tests.
+    """
+    if not _exact_matmul_ok(y) or y.numel() == 0:
+        return _one_hot_index(y) if check_one_hot(y, dim=1) else None
+    with single_intra_op_thread():  # a loop of small ops (see _utils.threads)
+        return _blocked_one_hot_index(y)
+
+
+def _blocked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
+    """The block loop of :func:`_checked_one_hot_index`."""
+    batch, num_classes = y.shape[0], y.shape[1]
+    y3 = y.reshape(batch, num_classes, -1)
+    voxels = y3.shape[2]
+    step = max(1, _ONE_HOT_BLOCK // num_classes)
+    index = torch.empty(batch, voxels, dtype=torch.long)  # the only full-size allocation
+    width = min(step, voxels)
+    buf = torch.empty(num_classes, width, dtype=y.dtype)
+    per_voxel = torch.empty(3, width, dtype=y.dtype)  # count, sum, index of a block
+    classes = torch.arange(num_classes, dtype=y.dtype)
+    ranges = []
+    for b in range(batch):
+        for s0 in range(0, voxels, step):
+            block = y3[b, :, s0 : s0 + step]
+            n = block.shape[1]
+            part, count, total, idx = buf[:, :n], *per_voxel[:, :n]
+            torch.ceil(block, out=part)
+            torch.sum(part, 0, out=count)
+            torch.sum(block, 0, out=total)
+            torch.mv(part.t(), classes, out=idx)
+            index[b, s0 : s0 + step].copy_(idx)
+            # amin, not aminmax: aminmax copies a strided block first
+            ranges.append(torch.stack([block.amin(), *torch.aminmax(count), *torch.aminmax(total)]))
+    # per block: the smallest entry, the range of the counts and of the sums (all must be 1).
+    # With every entry >= 0 and one nonzero entry per voxel summing to 1, none exceeds 1 (an
+    # entry > 1, +inf or NaN makes its ceil count >= 2, inf or NaN)
+    r = torch.stack(ranges)
+    mins, maxs = r.amin(0).tolist(), r.amax(0).tolist()
+    ones = (mins[1], maxs[2], mins[3], maxs[4])  # count min/max, sum min/max
+    if not (mins[0] >= 0 and ones == (1.0, 1.0, 1.0, 1.0)):
+        return None
+    return index.reshape(batch, *y.shape[2:])
+
+
 def _one_hot_index(y: torch.Tensor) -> torch.Tensor:
     """Class index of every voxel of a validated dense one-hot ``y`` ``(B, K, *spatial)``.
 
@@ -306,13 +377,7 @@ def _one_hot_index(y: torch.Tensor) -> torch.Tensor:
     the CPU the index is the product ``[0, 1, ..., K-1] @ y`` (one batched matrix product instead
     of the slow ``max(dim=1)`` with indices), which is exactly ``k``.
     """
-    exact_matmul = (
-        y.dtype in (torch.float32, torch.float64)
-        and y.device.type == "cpu"
-        and torch.get_float32_matmul_precision() == "highest"
-        and y.shape[1] <= 2**20
-    )
-    if not exact_matmul:
+    if not _exact_matmul_ok(y):
         return y.argmax(dim=1)
     batch, num_classes = y.shape[0], y.shape[1]
     weights = torch.arange(num_classes, dtype=y.dtype).view(1, num_classes)

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 
 import torch
 
+from monai_calib._utils.threads import single_intra_op_thread
+
 from ._inputs import raise_probability_error, sum_tolerance
 
 __all__ = [
@@ -144,16 +146,31 @@ def equal_mass_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- CPU fast path
 
-# Values (classes x samples) per chunk of the CPU fast path: the chunk and its temporaries stay in
-# the core's L2 cache, so no sample-sized tensor is allocated (and page-faulted) per call. With
-# several intra-op threads the chunks stay below ATen's parallel grain size (32768 elements):
-# a parallel region per small op costs more in synchronisation (a lot more on a busy machine,
-# where every region waits for a descheduled worker) than it saves.
-_CHUNK_VALUES = 1 << 16
-_CHUNK_VALUES_THREADED = (1 << 15) - 1
-# (N, K) inputs are transposed chunk-wise by a product with the identity up to this K (exact,
-# see _transpose_exact); above it by a strided copy.
+# Values (classes x samples) per chunk of the CPU fast path: no sample-sized tensor is
+# allocated (and page-faulted) per call, the chunk and its temporaries stay in cache (about the
+# 2 MiB L2 of the VM measured), and per-op dispatch (~15 ops per chunk) is paid about 20 times
+# per 10^7 values (2^19 was 5-10% faster than 2^18 and 2^20 at N = 1e6, K = 10).
+_CHUNK_VALUES = 1 << 19
+# With several intra-op threads the chunk loop runs on one thread (_PARALLEL_CHUNKS = False):
+# with chunks of _CHUNK_VALUES_PER_THREAD values per thread every chunk op lies above ATen's
+# grain and is split between the threads, which was 1.2x faster on an idle 2-core VM (21.9 vs
+# 26.7 ms at N = 1e6, K = 10) but 30-70x slower as soon as another process kept a core busy
+# (~100 parallel regions per call, each waiting for a descheduled worker; see
+# monai_calib._utils.threads). Set it to True to use ATen's parallel kernels per chunk.
+_PARALLEL_CHUNKS = False
+_CHUNK_VALUES_PER_THREAD = 1 << 19
+# (N, K) inputs are transposed chunk-wise by a product with [identity; ones] up to this K (exact,
+# see _transpose_exact; the extra row gives the row sums of the check); above it by a strided
+# copy.
 _MM_TRANSPOSE_MAX_K = 64
+
+
+def _chunk_values() -> int:
+    """Values per chunk for the current number of intra-op threads."""
+    threads = torch.get_num_threads()
+    if threads == 1 or not _PARALLEL_CHUNKS:
+        return _CHUNK_VALUES
+    return _CHUNK_VALUES_PER_THREAD * threads
 
 
 def fast_path_ok(y_pred: object) -> bool:
@@ -161,45 +178,49 @@ def fast_path_ok(y_pred: object) -> bool:
     return isinstance(y_pred, torch.Tensor) and y_pred.device.type == "cpu"
 
 
-def _transpose_exact(c: torch.Tensor, eye: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out = c.T`` for a ``(n, K)`` chunk.
+def _transpose_exact(c: torch.Tensor, weights: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``out[:K] = c.T`` for a ``(n, K)`` chunk, and ``out[K] = c.sum(1)`` when ``out`` has
+    ``K + 1`` rows.
 
-    ``eye @ c.T`` is several times faster than a strided copy for small ``K`` and exact for
-    finite values: every output is ``1 * x`` plus products ``0 * y = 0`` (only the sign of a zero
-    may change). Only used on the CPU with the float32 matmul precision ``"highest"``
-    (no reduced-precision matmul); non-finite inputs, which could smear NaN over a row, are
-    rejected by the range check on the untransposed chunk.
+    ``[eye; ones] @ c.T`` is several times faster than a strided copy for small ``K``, and its
+    first ``K`` rows are exact for finite values: every output is ``1 * x`` plus products
+    ``0 * y = 0`` (only the sign of a zero may change); the last row is the row sums that the
+    probability check needs, for free. Only used on the CPU with the float32 matmul precision
+    ``"highest"`` (no reduced-precision matmul); a non-finite input smears NaN over its column,
+    which the range check on the output then rejects (NaN fails it).
     """
-    if eye is None:
-        out.copy_(c.t())
+    if weights is None:
+        out[: c.shape[1]].copy_(c.t())
+        if out.shape[0] > c.shape[1]:
+            torch.sum(c, 1, out=out[c.shape[1]])
     else:
-        torch.mm(eye, c.t(), out=out)
+        torch.mm(weights, c.t(), out=out)
 
 
 def _chunks(
-    probs: torch.Tensor, labels: torch.Tensor
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, lab, src)``: ``x`` a ``(K, n)`` block of probabilities (class-major),
-    ``lab`` the ``(1, n)`` labels and ``src`` the same values in the input layout."""
+    probs: torch.Tensor, labels: torch.Tensor, row_sums: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """Yield ``(x, sums, lab)``: ``x`` a ``(K, n)`` block of probabilities (class-major),
+    ``sums`` its ``n`` column sums (the rows of the input; ``None`` unless ``row_sums``) and
+    ``lab`` the ``(1, n)`` labels. ``x`` may be a buffer reused by the next chunk."""
     num_classes = probs.shape[1]
-    values = _CHUNK_VALUES if torch.get_num_threads() == 1 else _CHUNK_VALUES_THREADED
-    step = max(1, values // num_classes)
+    step = max(1, _chunk_values() // num_classes)
     if probs.ndim == 2:
         n_rows = probs.shape[0]
-        eye = None
-        if (
-            num_classes <= _MM_TRANSPOSE_MAX_K
-            and torch.get_num_threads() == 1  # a threaded BLAS call per chunk costs more
-            and torch.get_float32_matmul_precision() == "highest"
-        ):
-            eye = torch.eye(num_classes, dtype=probs.dtype)
-        buf = torch.empty(num_classes, min(step, n_rows), dtype=probs.dtype)
+        weights = None
+        if num_classes <= _MM_TRANSPOSE_MAX_K and torch.get_float32_matmul_precision() == "highest":
+            weights = torch.eye(num_classes, dtype=probs.dtype)
+            if row_sums:
+                weights = torch.cat([weights, torch.ones(1, num_classes, dtype=probs.dtype)])
+        rows = num_classes + int(row_sums)
+        buf = torch.empty(rows, min(step, n_rows), dtype=probs.dtype)
         for s0 in range(0, n_rows, step):
             c = probs[s0 : s0 + step]
             n = c.shape[0]
-            x = buf if n == buf.shape[1] else torch.empty(num_classes, n, dtype=probs.dtype)
-            _transpose_exact(c, eye, x)
-            yield x, labels[s0 : s0 + step].unsqueeze(0), c
+            out = buf if n == buf.shape[1] else torch.empty(rows, n, dtype=probs.dtype)
+            _transpose_exact(c, weights, out)
+            sums = out[num_classes] if row_sums else None
+            yield out[:num_classes], sums, labels[s0 : s0 + step].unsqueeze(0)
     else:
         batch = probs.shape[0]
         p3 = probs.reshape(batch, num_classes, -1)
@@ -207,7 +228,7 @@ def _chunks(
         for b in range(batch):
             for s0 in range(0, p3.shape[2], step):
                 x = p3[b, :, s0 : s0 + step]
-                yield x, l2[b : b + 1, s0 : s0 + step], x
+                yield x, x.sum(0) if row_sums else None, l2[b : b + 1, s0 : s0 + step]
 
 
 def chunked_equal_width_statistics(
@@ -220,18 +241,26 @@ def chunked_equal_width_statistics(
 ) -> torch.Tensor:
     """Equal-width statistics of softmax-type inputs in one chunked pass (CPU).
 
-    Per chunk of ``K x n`` values, in cache: the probability checks (minimum over all values,
-    maximum via the row maxima, row sums ``sum(0)``), then one integer key per (sample, group)
-    ``key = 2 * (group * (M + 1) + ceil(q * M)) + correct`` so that one ``bincount`` gives the
-    counts and hits and one weighted ``bincount`` (float64 weights) the confidence sums.
-    Top-label correctness avoids the slow ``max(dim)`` with indices: ``argmax == y`` iff
-    ``p_y == max_k p_k`` when the row maximum is attained once; a chunk holding a tied row
-    (detected by counting ``p == max`` entries) takes the exact ``max(dim=0)`` index path
-    (first maximal class, as documented). Results equal those of :func:`binned_statistics`
-    (counts are the same integers; sums are float64, added chunk-wise).
+    Per chunk of ``K x n`` values, in cache: the probability checks (one ``aminmax`` over the
+    values, one over the row sums, which the transposing product of ``(N, K)`` inputs yields for
+    free), then the float bin slot ``ceil(q * M)`` of every (sample, group) pair.
 
-    With several intra-op threads the chunks are smaller and ``ceil`` is replaced by an exact
-    serial equivalent (see the comments), so that no small op opens a parallel region.
+    - ``"top_label"``: ``key = 2 * slot + correct``; one ``bincount`` of the keys gives the
+      counts and hits, one weighted ``bincount`` (float64 weights) the confidence sums.
+      Correctness avoids the slow ``max(dim)`` with indices and the slow comparison kernels:
+      ``floor(p_k / max_j p_j)`` is 1 for a maximal class and 0 otherwise (division is
+      monotone and ``m / m = 1`` exactly), except that a value just below the maximum may round
+      to 1 too. When these indicators add up to exactly one per row the row maximum is unique
+      and the indicator of the label is the correctness (``argmax == y``); otherwise (a tie,
+      or such a rounding) the chunk takes the exact ``max(dim=0)`` index path (first maximal
+      class, as documented).
+    - ``"classwise"``: ``code = class * (M + 1) + slot``; ``bincount`` of the codes gives the
+      counts, a weighted one the sums, and a ``bincount`` of the codes gathered at the labels
+      the hits (exactly one class per sample is correct: no ``K x n`` comparison).
+
+    Results equal those of :func:`binned_statistics` (counts are the same integers; sums are
+    float64, added chunk-wise). With several intra-op threads the loop runs on one thread (see
+    ``_PARALLEL_CHUNKS``); the thread count is restored afterwards, also on error.
 
     Args:
         y_pred: the caller's input (its dtype sets the row-sum tolerance; it is re-checked to
@@ -245,61 +274,89 @@ def chunked_equal_width_statistics(
     Returns:
         float64 ``(C, num_bins, 3)`` with ``C = 1`` for ``"top_label"``, ``K`` otherwise.
     """
+    with single_intra_op_thread(not _PARALLEL_CHUNKS):
+        return _chunked_statistics(y_pred, probs, labels, target, num_bins, check)
+
+
+def _chunked_statistics(
+    y_pred: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    target: str,
+    num_bins: int,
+    check: bool,
+) -> torch.Tensor:
+    """The body of :func:`chunked_equal_width_statistics` (at the thread count it chose)."""
     num_classes = probs.shape[1]
     top = target == "top_label"
     groups = 1 if top else num_classes
     width = num_bins + 1
-    size = 2 * groups * width
+    size = (2 if top else 1) * groups * width
     key_dtype = torch.int32 if size < 2**31 else torch.int64
-    slot_dtype = torch.float64 if num_bins >= 2**24 else probs.dtype
+    # slots (and keys assembled from them) are exact whole floats below 2**24 in float32
+    slot_dtype = probs.dtype
+    if num_bins >= 2**24 and slot_dtype != torch.float64:
+        slot_dtype = torch.float64  # ceil(q * M) itself needs the wider type (see above)
+    float_keys = size < (2**24 if slot_dtype == torch.float32 else 2**53)
     counts = torch.zeros(size, dtype=torch.int64)
     sums = torch.zeros(size, dtype=torch.float64)
+    hits = None if top else torch.zeros(size, dtype=torch.int64)
     tol = sum_tolerance(y_pred.dtype, num_classes)  # the input's dtype: bf16 rows are coarser
-    threaded = torch.get_num_threads() > 1
-    offsets = None
-    if not top:  # 2 * class * (M + 1) per row of a (K, n) block
-        offsets = torch.arange(0, size, 2 * width, dtype=key_dtype).unsqueeze(1)
-        classes = torch.arange(num_classes).unsqueeze(1)
-    for x, lab, src in _chunks(probs, labels):
+    if not top:  # class * (M + 1) per row of a (K, n) block
+        offsets = torch.arange(0, size, width, dtype=slot_dtype).unsqueeze(1)
+    tmp = None
+    for x, row_sums, lab in _chunks(probs, labels, row_sums=check):
         n = x.shape[1]
         conf = torch.amax(x, 0) if top else x
         if check:
-            if top:
-                lo, hi = src.amin(), conf.amax()
+            # aminmax copies a strided (dense) block first: amin + the cheap amax of conf there
+            if x.is_contiguous():
+                lo, hi = torch.aminmax(x)
             else:
-                lo, hi = torch.aminmax(src)
-            row_sums = x.sum(0)
-            slo, shi = torch.aminmax(row_sums)
-            err = max(1.0 - float(slo), float(shi) - 1.0)
-            if not (bool(lo >= 0) and bool(hi <= 1)) or err > tol:
+                lo, hi = x.amin(), conf.amax()
+            # one read-back per chunk; NaN fails every comparison below
+            lo, hi, slo, shi = torch.stack([lo, hi, *torch.aminmax(row_sums)]).tolist()
+            err = max(1.0 - slo, shi - 1.0)
+            if not (lo >= 0 and hi <= 1) or err > tol:
                 raise_probability_error(y_pred, err)
-        slots = torch.mul(conf, num_bins) if slot_dtype == conf.dtype else conf.to(slot_dtype)
-        if slot_dtype != conf.dtype:
-            slots.mul_(num_bins)
-        if threaded:
-            # ceil(q M) for q M >= 0 as trunc + (trunc < q M): exact, and unlike ``ceil`` (a
-            # VML kernel that opens a parallel region from 2048 elements) serial on a chunk
-            key = slots.to(key_dtype)
-            key.add_(torch.lt(key, slots))
-        else:
-            key = slots.ceil_().to(key_dtype)
         if top:
-            ties = torch.eq(x, conf, out=torch.empty_like(x, memory_format=torch.contiguous_format))
-            if float(ties.sum()) != n:  # a row maximum is attained twice: exact argmax
-                correct = x.max(0).indices == lab[0]
-            else:
-                correct = x.gather(0, lab)[0] == conf
-            key.mul_(2).add_(correct)
+            if tmp is None or tmp.shape != x.shape:
+                tmp = torch.empty(x.shape, dtype=x.dtype)
+            ind = torch.div(x, conf, out=tmp).floor_()  # 1 for the maximal class(es)
+            if float(ind.sum()) == n:
+                correct = ind.gather(0, lab)[0]  # 0./1.
+            else:  # a tied (or nearly tied) row maximum: the exact first-index argmax
+                correct = (x.max(0).indices == lab[0]).to(x.dtype)
+            q = conf
         else:
-            correct = torch.eq(lab, classes).to(key_dtype)
-            key = torch.add(correct, key, alpha=2).add_(offsets)
+            q = x
+        slots = torch.mul(q, num_bins) if slot_dtype == q.dtype else q.to(slot_dtype)
+        if slot_dtype != q.dtype:
+            slots.mul_(num_bins)
+        slots.ceil_()
+        if float_keys:
+            if top:
+                key = torch.add(correct.to(slot_dtype), slots, alpha=2).to(key_dtype)
+            else:
+                key = slots.add_(offsets).to(key_dtype)
+        else:  # integer arithmetic for very many bins
+            key = slots.to(key_dtype)
+            if top:
+                key.mul_(2).add_(correct.to(key_dtype))
+            else:
+                key.add_(offsets.to(key_dtype))
         flat = key.reshape(-1)
         counts += torch.bincount(flat, minlength=size)
-        sums += torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=size)
-    pairs = counts.view(groups, width, 2)
-    stats = torch.stack(
-        [pairs.sum(-1).double(), sums.view(groups, width, 2).sum(-1), pairs[..., 1].double()],
-        dim=-1,
-    )
+        sums += torch.bincount(flat, weights=q.double().reshape(-1), minlength=size)
+        if not top:
+            hits += torch.bincount(key.gather(0, lab).reshape(-1), minlength=size)
+    if top:
+        pairs = counts.view(groups, width, 2)
+        stats = torch.stack(
+            [pairs.sum(-1).double(), sums.view(groups, width, 2).sum(-1), pairs[..., 1].double()],
+            dim=-1,
+        )
+    else:
+        stats = torch.stack([counts.double(), sums, hits.double()], dim=-1).view(groups, width, 3)
     stats[:, 1] += stats[:, 0]  # a confidence of exactly 0 belongs to the first bin
     return stats[:, 1:].contiguous()

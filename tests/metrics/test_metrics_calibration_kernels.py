@@ -248,22 +248,79 @@ def test_chunked_kernel_at_two_threads_equals_one_thread_and_plain_statistics(na
             assert torch.equal(public, results[2, True])
 
 
-def test_chunks_follow_the_thread_count():
-    # the threaded branch really runs: chunks below ATen's grain size, no identity transpose
-    p, y = _random_probs(40_000, 3, seed=1, dtype=torch.float32)
-    widths = {}
+@pytest.mark.parametrize("parallel", [False, True])
+def test_chunks_follow_the_thread_count(monkeypatch, parallel):
+    # default: cache-sized chunks at any thread count, the loop pinned to one thread (restored
+    # afterwards, also on error); _PARALLEL_CHUNKS: chunks large enough that every chunk op
+    # gives each thread more than ATen's parallel grain
+    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
+    p, y = _random_probs(400_000, 3, seed=1, dtype=torch.float32)
+    widths, inside = {}, {}
     for threads in (1, 2):
         with _num_threads(threads):
-            seen = []
+            seen, start = [], 0
             # one buffer is reused between chunks: check each one before the next is made
-            for x, lab, src in kernels._chunks(p, y):
-                assert torch.equal(x, src.t()) and lab.shape == (1, src.shape[0])
-                seen.append(src.shape[0])
-            assert sum(seen) == 40_000
+            for x, sums, lab in kernels._chunks(p, y, row_sums=True):
+                n = x.shape[1]
+                assert torch.equal(x, p[start : start + n].t())
+                assert torch.equal(lab[0], y[start : start + n])
+                torch.testing.assert_close(sums, p[start : start + n].sum(1))
+                seen.append(n)
+                start += n
+            assert sum(seen) == 400_000
             widths[threads] = seen[0]
+            real_chunks = kernels._chunks
+
+            def spy(*args, _real=real_chunks, _threads=threads, **kwargs):
+                inside[_threads] = torch.get_num_threads()
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(kernels, "_chunks", spy)
+            kernels.chunked_equal_width_statistics(p, p, y, "top_label", 15, check=True)
+            monkeypatch.setattr(kernels, "_chunks", real_chunks)
+            assert torch.get_num_threads() == threads
+            bad = p.clone()
+            bad[123_456, 0] = -0.5
+            with pytest.raises(ValueError, match=r"\[0, 1\]"):
+                calibration_statistics(bad, y)
+            assert torch.get_num_threads() == threads
     assert widths[1] == kernels._CHUNK_VALUES // 3
-    assert widths[2] == kernels._CHUNK_VALUES_THREADED // 3
-    assert widths[2] * 3 < 32_768  # ATen's parallel grain size
+    if parallel:
+        assert inside == {1: 1, 2: 2}
+        assert widths[2] == 2 * kernels._CHUNK_VALUES_PER_THREAD // 3
+        assert widths[2] * 3 >= 2 * 2 * 32_768  # ATen's grain size, per thread, twice
+    else:
+        assert inside == {1: 1, 2: 1}
+        assert widths[2] == widths[1]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(3_001, 5), (3_001, 70), (2, 4, 13, 11, 7)])
+def test_chunked_statistics_over_many_small_chunks(monkeypatch, parallel, threads, shape):
+    # tiny chunks: many chunks, a partial last one, chunks with tied rows (exact argmax) next to
+    # chunks without; the statistics are those of the plain reference at 1 and 2 threads, with
+    # the loop pinned to one thread (default) or split by ATen per chunk op
+    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
+    monkeypatch.setattr(kernels, "_CHUNK_VALUES", 700)
+    monkeypatch.setattr(kernels, "_CHUNK_VALUES_PER_THREAD", 350)
+    g = torch.Generator().manual_seed(11)
+    p = torch.softmax(3 * torch.randn(*shape, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    if p.ndim == 2:
+        p[::397] = 1.0 / shape[1]  # a tied row every few chunks
+        p[5::131] = 0.0
+        p[5::131, 1:3] = 0.5  # a tie of classes 1 and 2
+        y[5::131] = 2
+    else:
+        p[0, :, 0, 0, :3] = 0.25
+    p = p.float()
+    flat_p, flat_y = p.movedim(1, -1).reshape(-1, shape[1]), y.reshape(-1)
+    with _num_threads(threads):
+        for target in ("top_label", "classwise"):
+            for check in (True, False):
+                got = kernels.chunked_equal_width_statistics(p, p, y, target, 15, check=check)
+                _assert_same_statistics(got, _np_width_statistics(flat_p, flat_y, 15, target))
 
 
 def test_kernel_edge_codes_and_groups():
@@ -369,3 +426,39 @@ def test_classification_report_of_grad_inputs_equals_detached(kind):
 
     p, y = _grad_inputs(kind, (60, 3))
     assert classification_report(p, y) == classification_report(p.detach().clone(), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_one_hot_reader_over_blocks_is_as_strict_as_check_one_hot(monkeypatch, dtype):
+    # the blocked one-pass reader of dense one-hot labels: the index of argmax for valid input,
+    # None for every kind of invalid voxel, in any block (check_one_hot is the rule)
+    validation = importlib.import_module("monai_calib._utils.validation")
+    monkeypatch.setattr(validation, "_ONE_HOT_BLOCK", 64)  # 16 voxels per block for K = 4
+    g = torch.Generator().manual_seed(2)
+    idx = torch.randint(0, 4, (2, 1, 7, 9, 5), generator=g)
+    y = torch.zeros(2, 4, 7, 9, 5, dtype=dtype).scatter_(1, idx, 1.0)
+    got = validation._checked_one_hot_index(y)
+    assert torch.equal(got, y.argmax(1)) and got.dtype == torch.long
+    assert torch.equal(validation.normalize_dense_class_target(y, y.shape), idx[:, 0])
+    bad_voxels = {
+        "soft": [1.0, 1e-9, 0.0, 0.0],
+        "below one": [0.75, 0.0, 0.0, 0.0],
+        "two ones": [1.0, 1.0, 0.0, 0.0],
+        "empty": [0.0, 0.0, 0.0, 0.0],
+        "above one": [2.0, 0.0, 0.0, 0.0],
+        "negative compensated": [-1.0, 1.0, 1.0, 0.0],
+        "nan": [float("nan"), 1.0, 0.0, 0.0],
+        "inf": [float("inf"), 0.0, 0.0, 0.0],
+    }
+    for name, voxel in bad_voxels.items():
+        for where in (
+            (0, slice(None), 0, 0, 0),
+            (1, slice(None), 6, 8, 4),
+            (1, slice(None), 3, 2, 1),
+        ):
+            bad = y.clone()
+            bad[where] = torch.tensor(voxel, dtype=dtype)
+            assert not validation.check_one_hot(bad, dim=1), name
+            assert validation._checked_one_hot_index(bad) is None, (name, where)
+            with pytest.raises(ValueError, match="one-hot"):
+                calibration_statistics(torch.full(y.shape, 0.25, dtype=dtype), bad)
