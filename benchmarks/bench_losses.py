@@ -2,10 +2,13 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Speed of the multi-class calibration losses relative to ``torch.nn.CrossEntropyLoss`` (CPU).
 
-Run: ``python benchmarks/bench_losses.py [--threads 1] [--repeats 15] [--quick] [--json FILE]``
+Run: ``python benchmarks/bench_losses.py [--threads 1,2] [--parts ab] [--repeats 15] [--quick]
+[--json FILE]``; the default (parts a and b at 1 and 2 threads) prints the issue-15 tables, each
+with a met / not met column, and the load average at start and end (about 2 minutes).
 
 (a) loss forward + backward on logits ``B = 65,536, K = 10`` (target: <= 1.3x CE);
-(b) the same on ``B = 1024, K = 10`` and ``B = 256, K = 100`` (small batches: per-call overhead);
+(b) the same on ``B = 1024, K = 10`` and ``B = 256, K = 100`` (small batches: per-call overhead;
+    target: <= 2x CE);
 (c) one full training step (forward, loss, backward, SGD step) of a small CNN
     (``monai.networks.nets.Classifier``, channels (16, 32, 64), strides 2, two residual units per
     level) at batch 128 on 1 x 28 x 28 inputs, reported as the loss's added % of step time over
@@ -152,64 +155,109 @@ def bench_train_step(repeats: int, inner: int) -> dict[str, dict[str, float]]:
     }
 
 
-def _table(title: str, rows: dict[str, dict[str, float]], keys: list[str], fmt: str) -> str:
+#: (key, title, batch, classes, calls per timing, target ratio to CE or None)
+LOSS_SHAPES = (
+    ("a_B65536_K10", "B=65,536, K=10", 65536, 10, 1, 1.3),
+    ("b_B1024_K10", "B=1024, K=10", 1024, 10, 20, 2.0),
+    ("b_B256_K100", "B=256, K=100", 256, 100, 20, 2.0),
+    ("d_B65536_K2", "B=65,536, K=2", 65536, 2, 1, None),
+    ("d_B16384_K32", "B=16,384, K=32", 16384, 32, 1, None),
+)
+
+
+def _table(
+    title: str,
+    rows: dict[str, dict[str, float]],
+    keys: list[str],
+    fmt: str,
+    target: float | None = None,
+    target_key: str = "ratio_to_ce",
+) -> str:
+    met = target is not None
     lines = [
         f"### {title}",
         "",
-        "| loss | ms | " + " | ".join(keys) + " |",
-        "|---|---|" + "---|" * len(keys),
+        "| loss | ms | " + " | ".join(keys) + (f" | target <= {target}x |" if met else " |"),
+        "|---|---|" + "---|" * (len(keys) + met),
     ]
     for name, r in rows.items():
         vals = " | ".join(format(r[k], fmt) for k in keys)
-        lines.append(f"| {name} | {r['ms']:.3f} | {vals} |")
+        verdict = ""
+        if met:
+            verdict = (
+                " | -"
+                if name.startswith("CE")
+                else (" | met" if r[target_key] <= target else " | **not met**")
+            )
+        lines.append(f"| {name} | {r['ms']:.3f} | {vals}{verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument(
+        "--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)"
+    )
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument(
+        "--parts",
+        default="ab",
+        help="a: B=65,536; b: B=1024 and B=256 (the targets); c: small-CNN training step; "
+        "d: extra shapes (default ab)",
+    )
     ap.add_argument("--quick", action="store_true", help="few repeats, for a smoke test")
     ap.add_argument("--json", default=None, help="write the raw results to this file")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    random.seed(0)
     rep = 3 if args.quick else args.repeats
+    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
     results: dict = {
         "meta": {
             "torch": torch.__version__,
-            "threads": args.threads,
+            "threads": threads,
             "repeats": rep,
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "loadavg_start": os.getloadavg(),
         }
     }
-    results["a_B65536_K10"] = bench_loss_only(65536, 10, rep, 1)
     print(
-        _table("(a) B=65,536, K=10: loss fwd+bwd", results["a_B65536_K10"], ["ratio_to_ce"], ".3f")
+        f"## Losses vs CE (torch {torch.__version__}, {os.cpu_count()} CPUs, {rep} interleaved "
+        f"repeats, medians; load average at start {_load()})\n"
     )
-    results["b_B1024_K10"] = bench_loss_only(1024, 10, rep, 20)
-    print(_table("(b) B=1024, K=10: loss fwd+bwd", results["b_B1024_K10"], ["ratio_to_ce"], ".3f"))
-    results["b_B256_K100"] = bench_loss_only(256, 100, rep, 20)
-    print(_table("(b) B=256, K=100: loss fwd+bwd", results["b_B256_K100"], ["ratio_to_ce"], ".3f"))
-    results["d_B65536_K2"] = bench_loss_only(65536, 2, rep, 1)
-    print(_table("(d) B=65,536, K=2: loss fwd+bwd", results["d_B65536_K2"], ["ratio_to_ce"], ".3f"))
-    results["d_B16384_K32"] = bench_loss_only(16384, 32, rep, 1)
-    print(
-        _table("(d) B=16,384, K=32: loss fwd+bwd", results["d_B16384_K32"], ["ratio_to_ce"], ".3f")
-    )
-    results["c_train_step"] = bench_train_step(rep, 3)
-    print(
-        _table(
-            "(c) CNN training step, batch 128, 1x28x28",
-            results["c_train_step"],
-            ["added_pct_over_ce", "est_added_pct_over_ce"],
-            "+.2f",
-        )
-    )
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        random.seed(0)
+        res: dict = {}
+        for key, title, batch, k, inner, target in LOSS_SHAPES:
+            if key[0] not in args.parts:
+                continue
+            res[key] = bench_loss_only(batch, k, rep, inner)
+            print(
+                _table(
+                    f"{title}, {n_threads} thread(s): loss fwd+bwd",
+                    res[key],
+                    ["ratio_to_ce"],
+                    ".3f",
+                    target,
+                )
+            )
+        if "c" in args.parts:
+            res["c_train_step"] = bench_train_step(rep, 3)
+            print(
+                _table(
+                    f"small CNN training step, batch 128, 1x28x28, {n_threads} thread(s)",
+                    res["c_train_step"],
+                    ["added_pct_over_ce", "est_added_pct_over_ce"],
+                    "+.2f",
+                )
+            )
+        results[f"threads_{n_threads}"] = res
     results["meta"]["loadavg_end"] = os.getloadavg()
-    print(f"load average at start {results['meta']['loadavg_start']}, end {os.getloadavg()}")
+    print(f"load average at end: {_load()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -48,6 +48,7 @@ from monai_calib.bundles import (
     overlay_file,
     overlays,
 )
+from monai_calib.cli._profile import PHASES
 
 
 class _Deferred:
@@ -245,18 +246,42 @@ def _run_workflow(
 ) -> None:
     from monai.bundle import ConfigWorkflow
 
-    wf = ConfigWorkflow(
-        config_file=config_files,
-        meta_file=meta_file,
-        logging_file=logging_file(),
-        workflow_type=None,
-        **overrides,
-    )
-    wf.initialize()
-    if progress is not None:
-        progress.attach(wf.parser.get_parsed_content("train#trainer"))
-    wf.run()
+    evaluate = config_files[-1].endswith("evaluate.json")
+    with PHASES.phase("setup"):
+        wf = ConfigWorkflow(
+            config_file=config_files,
+            meta_file=meta_file,
+            logging_file=logging_file(),
+            workflow_type=None,
+            **overrides,
+        )
+        wf.initialize()
+        if PHASES.enabled:
+            _attach_timers(wf, evaluate)
+        if progress is not None:
+            progress.attach(wf.parser.get_parsed_content("train#trainer"))
+    with PHASES.phase("eval_workflow" if evaluate else "train_workflow"):
+        wf.run()
     wf.finalize()
+
+
+def _attach_timers(wf: Any, evaluate: bool) -> None:
+    """``MONAI_CALIB_PROFILE`` only: time the engines the ``run`` expression starts.
+
+    They are resolved here, after ``initialize`` and before ``run``, in the order ``run`` would
+    resolve them, so nothing the runs compute changes.
+    """
+    run = str(wf.parser.get("run", ""))
+    engines = (
+        [("validate#evaluator", "evaluator")]
+        if evaluate
+        else [("train#trainer", "trainer"), ("validate#evaluator", "epoch_validation")]
+    )
+    if not any(engines[0][0].replace("#", sep) in run for sep in ("#", "::")):
+        return
+    for id_, prefix in engines:
+        if id_ in wf.parser:
+            PHASES.attach(wf.parser.get_parsed_content(id_), prefix)
 
 
 def _duration(seconds: float) -> str:
@@ -582,11 +607,6 @@ def _temperature_scaled(
     (MiT's and TET's temperature, CCT-EAL's probabilities), so every loss gets the same post-hoc
     step.
     """
-    import torch
-
-    from monai_calib.calibration import fit_temperature
-    from monai_calib.metrics.reports import classification_report
-
     val_dir = run_dir / "eval_val"
     val_overrides = dict(overrides, eval_split="val", eval_dir=str(val_dir), report_plots=False)
     if not _finished(run_dir, plan.resume):
@@ -594,6 +614,22 @@ def _temperature_scaled(
     val = _load_top_label(val_dir)
     if val is None:
         raise ValueError(f"run {run_dir} wrote no (N, K) predictions; cannot temperature-scale.")
+    with PHASES.phase("temperature_scaling"):
+        return _fit_and_apply(name, seed, run_dir, val, test)
+
+
+def _fit_and_apply(
+    name: str,
+    seed: int,
+    run_dir: Path,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> RunResult:
+    import torch
+
+    from monai_calib.calibration import fit_temperature
+    from monai_calib.metrics.reports import classification_report
+
     fitted = fit_temperature(_log_probs(val[0]), torch.from_numpy(val[1]))
     # A model no better than its prior on validation sends T to infinity; bound it.
     t = min(max(fitted, TS_RANGE[0]), TS_RANGE[1])
@@ -1076,8 +1112,10 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
     reported = [r for r in results if r.row.removesuffix(TS_SUFFIX) in plan.losses]
-    summary = _summarise(plan, reported, _settings(plan, args), args.bootstrap)
-    _write_outputs(plan.out, summary, reported, not args.no_plots, t_start)
+    with PHASES.phase("summary"):
+        summary = _summarise(plan, reported, _settings(plan, args), args.bootstrap)
+    with PHASES.phase("writing"):
+        _write_outputs(plan.out, summary, reported, not args.no_plots, t_start)
     best = (
         f", best calibrated (lowest ECE): {method_name(summary['best'])}"
         if "best" in summary
@@ -1132,7 +1170,8 @@ def _write_outputs(
         _write_results_csv(staging, summary, results)
         with open(staging / "summary.json", "w") as f:
             json.dump(summary, f, indent=2, default=str)
-        figures = _figures(staging, summary, results) if plots else []
+        with PHASES.phase("plotting"):
+            figures = _figures(staging, summary, results) if plots else []
         _write_report(staging, summary, figures, time.time() - t_start)
         for name in (*_final_outputs(), "report.md"):
             if (staging / name).exists():
@@ -1189,8 +1228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*security.*", category=UserWarning)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    PHASES.reset()
     try:
         run_compare(args)
+        PHASES.report()
     except Exception as e:  # every error ends as one line (traceback: --debug)
         if args.debug:
             traceback.print_exception(e, file=sys.stderr)

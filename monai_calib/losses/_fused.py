@@ -12,6 +12,7 @@ by MiT and CCT-EAL.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,6 +30,8 @@ from monai_calib._utils.validation import (
 
 __all__ = [
     "FusedClassificationLoss",
+    "check_finite_by_sum",
+    "class_indices",
     "log_softmax_rows",
     "prepare_inputs",
     "rowdot",
@@ -47,14 +50,43 @@ def prepare_inputs(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     fraction of a cross-entropy pass on large batches.
     """
     check_logits_2d(input, name="input", finite=False)
+    check_finite_by_sum(input, "input")
+    return input.to(accumulation_dtype(input)), class_indices(target, input)
+
+
+def check_finite_by_sum(input: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` (from :func:`check_finite`) if ``input`` holds NaN or Inf.
+
+    One ``sum`` decides (NaN/Inf anywhere make it non-finite, so a finite sum proves every value
+    finite); only then does :func:`check_finite` run to build the message. The sum is read with
+    ``item`` (one host read, no extra ``isfinite`` kernel).
+    """
     # detach: no autograd node for the check
-    if not bool(torch.isfinite(input.detach().sum(dtype=accumulation_dtype(input)))):
+    if not math.isfinite(input.detach().sum(dtype=accumulation_dtype(input)).item()):
         # a sum of huge finite values may overflow too; check_finite then finds nothing
-        check_finite(input, "input")
-    idx = normalize_class_target(
-        target, num_classes=input.shape[1], batch_size=input.shape[0], device=input.device
-    )
-    return input.to(accumulation_dtype(input)), idx
+        check_finite(input, name)
+
+
+def class_indices(target: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+    """Class indices ``(B,)`` of ``target`` for logits ``input`` ``(B, K)``.
+
+    The common layout (``long`` indices ``(B,)`` on the logits' device, all in ``[0, K)``) is
+    checked with one ``aminmax`` and returned as is; anything else goes through
+    :func:`normalize_class_target`, which accepts the other layouts and words the errors. Same
+    result as calling it directly, with fewer Python-level steps per call.
+    """
+    batch, k = input.shape
+    if (
+        isinstance(target, torch.Tensor)
+        and target.dtype == torch.long
+        and target.ndim == 1
+        and target.shape[0] == batch
+        and target.device == input.device
+    ):
+        lo, hi = torch.aminmax(target)
+        if int(lo) >= 0 and int(hi) < k:
+            return target
+    return normalize_class_target(target, num_classes=k, batch_size=batch, device=input.device)
 
 
 def log_softmax_rows(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -17,15 +17,15 @@ into it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import (
-    accumulation_dtype,
-    check_logits_2d,
-    normalize_class_target,
-)
+from monai_calib._utils.validation import accumulation_dtype, check_logits_2d
+
+from ._fused import check_finite_by_sum, class_indices
 
 __all__ = ["StatefulLossBase"]
 
@@ -49,7 +49,30 @@ class StatefulLossBase(_Loss):
         self.num_classes = num_classes
         self.update_state_in_forward: bool = True
         self._pending: dict[str, torch.Tensor] | None = None
-        self.last_stats: dict[str, torch.Tensor] = {}
+        self._last_stats: dict[str, torch.Tensor] = {}
+        self._stats_fn: Callable[[], dict[str, torch.Tensor]] | None = None
+
+    @property
+    def last_stats(self) -> dict[str, torch.Tensor]:
+        """Detached statistics of the last ``forward`` (see the subclass).
+
+        Computed when first read after the call, so training loops that never read them do not
+        pay for their small kernels on every step; the values are those of that call.
+        """
+        if self._stats_fn is not None:
+            with torch.no_grad():
+                self._last_stats = self._stats_fn()
+            self._stats_fn = None
+        return self._last_stats
+
+    @last_stats.setter
+    def last_stats(self, value: dict[str, torch.Tensor]) -> None:
+        self._last_stats = value
+        self._stats_fn = None
+
+    def _defer_stats(self, fn: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Set ``last_stats`` to ``fn()``, evaluated when first read."""
+        self._stats_fn = fn
 
     def _check_logits(self, logits: torch.Tensor, name: str) -> None:
         """``logits`` must be finite floating ``(B, num_classes)``."""
@@ -74,11 +97,15 @@ class StatefulLossBase(_Loss):
             ValueError: wrong shapes, ``K != num_classes``, batch mismatch, NaN/Inf logits,
                 class index outside ``[0, K)``.
         """
-        self._check_logits(input, "input")
-        y = normalize_class_target(
-            target, self.num_classes, batch_size=input.shape[0], device=input.device
-        )
-        return input.to(accumulation_dtype(input)), y
+        # the checks of _check_logits, with the one-sum finiteness test of the fused losses
+        check_logits_2d(input, "input", finite=False)
+        check_finite_by_sum(input, "input")
+        if input.shape[1] != self.num_classes:
+            raise ValueError(
+                f"input must have num_classes={self.num_classes} columns, got shape "
+                f"{tuple(input.shape)}."
+            )
+        return input.to(accumulation_dtype(input)), class_indices(target, input)
 
     def _stage(self, new_state: dict[str, torch.Tensor]) -> None:
         self._pending = {k: v.detach() for k, v in new_state.items()}

@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils.distributed import all_reduce_sum, all_reduce_sum_differentiable
+from monai_calib._utils.distributed import (
+    all_reduce_sum,
+    all_reduce_sum_differentiable,
+)
 from monai_calib._utils.validation import (
     accumulation_dtype,
     check_finite_number,
@@ -346,15 +349,14 @@ class CCTEALLoss(StatefulLossBase):
         with torch.no_grad():
             ema = self.label_ema
             if update:
-                packed = torch.cat(
-                    [
-                        torch.bincount(y, minlength=self.num_classes).to(ema.dtype),
-                        ema.new_tensor([float(y.shape[0])]),
-                    ]
-                )
-                if self.sync_dist:
-                    packed = all_reduce_sum(packed)
-                batch_freq = packed[: self.num_classes] / packed[-1].clamp_min(1.0)
+                batch_counts = torch.bincount(y, minlength=self.num_classes).to(ema.dtype)
+                if self.sync_dist:  # all_reduce_sum is the identity without a process group
+                    packed = all_reduce_sum(
+                        torch.cat([batch_counts, ema.new_tensor([float(y.shape[0])])])
+                    )
+                    batch_freq = packed[: self.num_classes] / packed[-1].clamp_min(1.0)
+                else:  # no packing (same values: B >= 1 is exact in float32)
+                    batch_freq = batch_counts / float(y.shape[0])
                 ema = self.momentum * ema + (1.0 - self.momentum) * batch_freq
             f = ema.clamp_min(self.eps)
             target_entropy = -(f * f.log()).sum()
@@ -363,16 +365,26 @@ class CCTEALLoss(StatefulLossBase):
         penalty = alpha * (h_pred - target_entropy.to(ce.dtype)).square()
         per_sample = ce + penalty
         loss = reduce_per_sample(per_sample, self.reduction)
-        with torch.no_grad():
-            ce_mean = ce.detach().mean()
-            self.last_stats = {
-                "loss": ce_mean + penalty.detach(),
+        ce_d, penalty_d, h_d, t_d = (
+            ce.detach(),
+            penalty.detach(),
+            h_pred.detach(),
+            t_sample.detach(),
+        )
+        alpha_d = alpha.detach().clone()  # may be the buffer itself, which set_progress changes
+
+        def stats() -> dict[str, torch.Tensor]:
+            ce_mean = ce_d.mean()
+            return {
+                "loss": ce_mean + penalty_d,
                 "ce": ce_mean,
-                "entropy": h_pred.detach(),
-                "target_entropy": target_entropy.detach(),
-                "alpha": alpha.detach().clone(),
-                "mean_temperature": t_sample.detach().mean(),
+                "entropy": h_d,
+                "target_entropy": target_entropy,
+                "alpha": alpha_d,
+                "mean_temperature": t_d.mean(),
             }
+
+        self._defer_stats(stats)
         if update:
             self._stage({"label_ema": ema})
         return loss

@@ -240,17 +240,19 @@ class MiTLoss(StatefulLossBase):
             counts = self.label_counts
             if update:
                 batch_counts = torch.bincount(y, minlength=self.num_classes).to(counts.dtype)
-                ent_stats = torch.stack(
-                    [ent.detach().sum().to(counts.dtype), counts.new_tensor(float(y.shape[0]))]
-                )
-                packed = torch.cat([batch_counts, ent_stats])
-                if self.sync_dist:
-                    packed = all_reduce_sum(packed)
-                counts = counts + packed[: self.num_classes]
+                ent_sum = ent.detach().sum().to(counts.dtype)
+                if self.sync_dist:  # all_reduce_sum is the identity without a process group
+                    packed = all_reduce_sum(
+                        torch.cat([batch_counts, ent_sum[None], counts.new_tensor([y.shape[0]])])
+                    )
+                    batch_counts, ent_sum, n = packed[: self.num_classes], packed[-2], packed[-1]
+                else:  # no packing (same values: n is exact in float32)
+                    n = float(y.shape[0])
+                counts = counts + batch_counts
             pi = counts / counts.sum()
             target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
             if update:
-                mean_ent = packed[-2] / packed[-1]
+                mean_ent = ent_sum / n
                 h_max = max(math.log(self.num_classes + 1e-12), 1e-12)
                 d = ((target_entropy - mean_ent) / h_max).clamp_min(0.0)
                 step = self.step + 1
@@ -263,17 +265,24 @@ class MiTLoss(StatefulLossBase):
         lam_c = lam.to(ce.dtype)
         per_sample = ce - lam_c * ent
         loss = reduce_per_sample(per_sample, self.reduction)
-        with torch.no_grad():
-            ce_mean = ce.detach().mean()
-            ent_mean = ent.detach().mean()
-            self.last_stats = {
-                "loss": ce_mean - lam_c * ent_mean,
+        ce_d, ent_d, lam_d = ce.detach(), ent.detach(), lam.detach()
+        temperature_d = temperature.detach()
+        if not update:  # lam is the buffer, which a later training call overwrites
+            lam_d = lam_d.clone()
+
+        def stats() -> dict[str, torch.Tensor]:
+            ce_mean = ce_d.mean()
+            ent_mean = ent_d.mean()
+            return {
+                "loss": ce_mean - lam_d.to(ce_d.dtype) * ent_mean,
                 "ce": ce_mean,
                 "entropy": ent_mean,
-                "target_entropy": target_entropy.detach(),
-                "dual_lambda": lam.detach().clone(),
-                "temperature": temperature.detach().clone(),
+                "target_entropy": target_entropy,
+                "dual_lambda": lam_d,
+                "temperature": temperature_d,
             }
+
+        self._defer_stats(stats)
         if update:
             self._stage({"label_counts": counts, "dual_lambda": lam, "step": step})
         return loss
