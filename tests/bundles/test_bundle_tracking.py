@@ -124,3 +124,29 @@ def test_train_and_evaluate_land_in_a_local_mlflow_store(bundle, tmp_path, name)
     local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "download")))
     for f in written:  # the same bytes as the files the report wrote
         assert (local / f).read_bytes() == (eval_dir / f).read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_training_logs_one_run_from_rank_0(bundle, tmp_path):
+    """``multi_gpu_train.json`` + tracking through torchrun (gloo): only rank 0 logs, one run;
+    ``train_loss`` per epoch (averaged over both ranks by ignite's ``Average``)."""
+    name = "cell_segmentation"
+    runner = type(bundle)(name, {**SEG_DEFAULTS, "num_test": 1, "num_val": 2})
+    data, out = tmp_path / "data", tmp_path / "runs" / "ddp"
+    write_dsb2018_folder(data)
+    store = tmp_path / "store" / "mlruns.db"
+    runner.run_cli(
+        ["train.json", "loss_dice_ce.json", "multi_gpu_train.json"],
+        nproc=2,
+        data_root=data,
+        output_dir=out,
+        max_epochs=EPOCHS,
+        tracking=tracking_file(name),
+        tracking_uri=path_to_sqlite_uri(store),
+    )
+    client = mlflow.MlflowClient(tracking_uri=path_to_sqlite_uri(store))
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [(out.name, "FINISHED")]
+    run_id = runs[0].info.run_id
+    for key in ("train_loss", "val_dice", "val_mean_iou", "val_ece"):
+        assert [s for s, _ in history(client, run_id, key)] == list(range(1, EPOCHS + 1)), key
