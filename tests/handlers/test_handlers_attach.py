@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from ignite.engine import Engine, Events
+from ignite.metrics import Average
 
 from monai_calib.handlers import AttachToEngine
 
@@ -31,8 +32,19 @@ def test_handlers_run_on_the_given_engine_not_the_caller():
     assert rec.epochs == [1, 2]
 
 
+def test_metrics_attach_under_their_names_to_the_caller_by_default():
+    trainer = Engine(lambda e, b: float(b))
+    AttachToEngine(metrics={"mean": Average()}).attach(trainer)
+    trainer.run([1, 2, 6], max_epochs=1)
+    assert trainer.state.metrics["mean"] == pytest.approx(3.0)
+
+
 def test_bad_arguments_name_what_was_expected():
-    with pytest.raises(TypeError, match="engine must be an ignite Engine, got list"):
+    with pytest.raises(TypeError, match="engine must be an ignite Engine or None, got list"):
         AttachToEngine([], [Recorder()])
+    with pytest.raises(TypeError, match="metrics must be a mapping of names to metrics"):
+        AttachToEngine(metrics=[Average()])
+    with pytest.raises(TypeError, match="metrics must map names"):
+        AttachToEngine(metrics={"mean": 1.0})
     with pytest.raises(TypeError, match=r"handlers must have an attach\(engine\) method, got int"):
         AttachToEngine(Engine(lambda e, b: b), [1])
