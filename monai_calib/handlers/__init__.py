@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from .attach import AttachToEngine
 from .checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,

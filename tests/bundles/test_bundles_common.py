@@ -33,7 +33,7 @@ from monai_calib.bundles import (
 ROOT = Path(bundle_dir(BUNDLE_NAMES[0])).parent
 SHARED = ROOT / "_shared"
 SCHEMA = ROOT / "schema" / "meta_schema_monai_calib.json"
-CONFIGS = sorted([*ROOT.glob("*/configs/*.json"), *SHARED.glob("*/*.json")])
+CONFIGS = sorted([*ROOT.glob("*/configs/*.json"), *SHARED.glob("*/*.json"), *SHARED.glob("*.json")])
 
 
 def config_targets(node: object, found: list[str]) -> list[str]:
