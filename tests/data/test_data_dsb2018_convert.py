@@ -210,8 +210,12 @@ def test_root_check_says_how_to_get_the_data(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
+    from monai_calib.__main__ import main as root_main
+
     truth = _kaggle_train(tmp_path / "stage1_train")
-    assert convert_main([str(tmp_path / "stage1_train"), str(tmp_path / "out")]) == 0
+    assert (
+        root_main(["convert-dsb2018", str(tmp_path / "stage1_train"), str(tmp_path / "out")]) == 0
+    )
     assert "wrote 2 images (5 nuclei)" in capsys.readouterr().out
     _check_output(tmp_path / "out", tmp_path / "stage1_train", truth)
     assert convert_main([str(tmp_path / "stage1_train"), str(tmp_path / "out")]) == 2
@@ -219,3 +223,18 @@ def test_cli(tmp_path, capsys):
     assert err.startswith("convert-dsb2018: error: ") and "not empty" in err and "\n" not in err
     args = [str(tmp_path / "stage1_train"), str(tmp_path / "out"), "--overwrite"]
     assert convert_main(args) == 0
+
+
+def test_compare_without_data_is_one_clear_line(tmp_path, capsys):
+    """The README's cell_segmentation comparison on a fresh clone: no traceback, one line that
+    says where the data goes, where to download it and which converter to run."""
+    from monai_calib.cli.compare import main as compare_main
+
+    for extra in ([], ["--data-root", str(tmp_path)]):
+        args = ["--bundle", "cell_segmentation", "--epochs", "1", "--output", str(tmp_path / "o")]
+        assert compare_main(args + extra) != 0
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]
+        for text in ("data_root", "index.csv", DSB2018_DOWNLOAD_URL, "convert-dsb2018"):
+            assert text in line, (text, line)
