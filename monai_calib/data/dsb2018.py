@@ -567,7 +567,10 @@ def convert_dsb2018(
     if dst_p.resolve() == src_p.resolve():
         raise ValueError(f"dst must differ from src, got {str(dst_p)!r} for both.")
     if dst_p.is_dir() and any(dst_p.iterdir()) and not overwrite:
-        raise FileExistsError(f"dst {str(dst_p)!r} is not empty; pass overwrite=True to write.")
+        raise FileExistsError(
+            f"dst {str(dst_p)!r} is not empty; pass overwrite=True (CLI: --overwrite) to write "
+            "into it."
+        )
     images = _find_source_images(src_p)
     if not images:
         raise FileNotFoundError(
