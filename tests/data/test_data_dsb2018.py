@@ -299,7 +299,7 @@ def test_real_solution_csv_reproduces_the_shipped_labels(tmp_path):
     assert dsb2018_index(tmp_path / "out") == dsb2018_index(REAL_ROOT)
 
 
-def test_errors(tmp_path):
+def test_convert_errors(tmp_path):
     src = tmp_path / "stage1_train"
     write_dsb2018_kaggle(src, SPECS)
     # two nuclei on one pixel
@@ -342,7 +342,7 @@ def test_root_check_says_how_to_get_the_data(tmp_path):
     assert "convert-dsb2018" in str(err.value)
 
 
-def test_cli(tmp_path, capsys):
+def test_convert_cli(tmp_path, capsys):
     from monai_calib.__main__ import main as root_main
 
     truth = write_dsb2018_kaggle(tmp_path / "stage1_train", SPECS)
