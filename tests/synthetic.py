@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 
 import numpy as np
@@ -195,3 +196,90 @@ def write_rfmid_folder(
                 img.save(os.path.join(image_dir, f"{i + 1}.png"))
         out[split] = (image_dir, csv_path)
     return out
+
+
+def dsb2018_rle_encode(mask: np.ndarray) -> str:
+    """Kaggle DSB2018 run-length code, written plainly: columns left to right, rows top to
+    bottom, 1-based starts."""
+    h, w = mask.shape
+    runs: list[list[int]] = []
+    pos = 0
+    prev = False
+    for c in range(w):
+        for r in range(h):
+            pos += 1
+            on = bool(mask[r, c])
+            if on and not prev:
+                runs.append([pos, 0])
+            if on:
+                runs[-1][1] += 1
+            prev = on
+    return " ".join(f"{s} {n}" for s, n in runs)
+
+
+def _dsb2018_nuclei(h: int, w: int, seed: int, n: int) -> list[np.ndarray]:
+    """``n`` disjoint small rectangles (one may wrap from a column into the next run)."""
+    rng = np.random.default_rng(seed)
+    taken = np.zeros((h, w), bool)
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        r, c = rng.integers(0, h - 3), rng.integers(0, w - 3)
+        m = np.zeros((h, w), bool)
+        m[r : r + rng.integers(1, 4), c : c + rng.integers(1, 4)] = True
+        if not (m & taken).any():
+            taken |= m
+            out.append(m)
+    return out
+
+
+def write_dsb2018_image(path: str | os.PathLike, h: int, w: int, mode: str, seed: int) -> None:
+    """A random uint8 PNG of ``mode`` (``"RGB"``/``"RGBA"``), ``h x w``."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, len(mode)), dtype=np.uint8)
+    Image.fromarray(arr, mode).save(path)
+
+
+def write_dsb2018_kaggle(
+    root: str | os.PathLike,
+    specs: dict[str, tuple[int, int, str, int]],
+    solution_csv: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> dict[str, list[np.ndarray]]:
+    """The official Kaggle DSB2018 layout: ``<root>/<id>/images/<id>.png`` per image, and either
+    one binary ``<root>/<id>/masks/m<k>.png`` per nucleus (``stage1_train``) or, with
+    ``solution_csv``, no masks and a ``stage1_solution.csv`` (``ImageId, EncodedPixels, Height,
+    Width, Usage``; ``stage1_test``).
+
+    Args:
+        root: the folder to write.
+        specs: ``{image_id: (height, width, mode, n_nuclei)}``.
+        solution_csv: where to write the run-length CSV instead of masks.
+        seed: seed of the images and nuclei.
+
+    Returns:
+        ``{image_id: [mask of nucleus 1, mask of nucleus 2, ...]}`` (boolean ``(H, W)``).
+    """
+    from PIL import Image
+
+    truth: dict[str, list[np.ndarray]] = {}
+    rows: list[list[object]] = []
+    for i, (image_id, (h, w, mode, n)) in enumerate(specs.items()):
+        folder = os.path.join(root, image_id)
+        write_dsb2018_image(os.path.join(folder, "images", f"{image_id}.png"), h, w, mode, seed + i)
+        masks = _dsb2018_nuclei(h, w, seed + 100 + i, n)
+        truth[image_id] = masks
+        if solution_csv is None:
+            os.makedirs(os.path.join(folder, "masks"))
+            for k, m in enumerate(masks):  # m0, m1, ... sort in the order written (k < 10)
+                path = os.path.join(folder, "masks", f"m{k}.png")
+                Image.fromarray((m * 255).astype(np.uint8)).save(path)
+        else:
+            rows += [[image_id, dsb2018_rle_encode(m), h, w, "Public"] for m in masks]
+    if solution_csv is not None:
+        with open(solution_csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["ImageId", "EncodedPixels", "Height", "Width", "Usage"])
+            writer.writerows(rows)
+    return truth

@@ -5,10 +5,14 @@
 from __future__ import annotations
 
 from .dsb2018 import (
+    DSB2018_DOWNLOAD_URL,
     DSB2018_INDEX_COLUMNS,
     PrepareDSB2018d,
+    convert_dsb2018,
     dsb2018_datalist,
     dsb2018_index,
+    dsb2018_rle_decode,
+    dsb2018_root,
     dsb2018_split,
     dsb2018_transforms,
 )

@@ -9,6 +9,11 @@ Expected layout of ``root`` (the developers' copy is ``shared/data/dsb2018_stage
         images/<image_id>.png   RGB or RGBA uint8, mixed sizes (alpha is constant)
         labels/<image_id>.png   uint16 instance map, 0 = background, k = k-th nucleus
 
+The data is not shipped. The official release (Kaggle, ``stage1_train.zip``: one folder per image
+with ``images/<id>.png`` and one ``masks/*.png`` per nucleus; or ``stage1_test.zip`` plus the
+run-length encoded ``stage1_solution.csv``) is turned into this layout by
+:func:`convert_dsb2018` (``python -m monai_calib convert-dsb2018 SRC DST``).
+
 ``index.csv`` is authoritative: the data list holds exactly its ids (files on disk that it does
 not list are ignored). The helpers return plain MONAI data dictionaries
 ``{"image": path, "label": path, "id": image_id}`` and a transform chain that reads them with
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +45,14 @@ from monai.transforms import (
 )
 
 __all__ = [
+    "DSB2018_DOWNLOAD_URL",
     "DSB2018_INDEX_COLUMNS",
     "PrepareDSB2018d",
+    "convert_dsb2018",
     "dsb2018_datalist",
     "dsb2018_index",
+    "dsb2018_rle_decode",
+    "dsb2018_root",
     "dsb2018_split",
     "dsb2018_transforms",
 ]
@@ -57,6 +67,62 @@ DSB2018_INDEX_COLUMNS = (
 )
 _INT_COLUMNS = ("height", "width", "channels", "n_nuclei")
 _SPLITS = ("train", "test")
+DSB2018_DOWNLOAD_URL = "https://www.kaggle.com/competitions/data-science-bowl-2018/data"
+_SOLUTION_CSV = "stage1_solution.csv"
+_HOW_TO_GET = (
+    "DSB2018 is not shipped: download stage1_train.zip (or stage1_test.zip and "
+    f"{_SOLUTION_CSV}) from {DSB2018_DOWNLOAD_URL} and convert it with "
+    "'python -m monai_calib convert-dsb2018 SRC DST'."
+)
+
+
+def dsb2018_root(root: str | os.PathLike | None) -> str:
+    """``root`` if it is a DSB2018 folder in the layout this module reads, else a clear error.
+
+    The bundles call it on ``data_root`` before anything else, so a missing or unconverted
+    folder stops the run with one message that says where the data is expected, where to
+    download it and which converter to run.
+
+    Args:
+        root: the folder that should hold ``index.csv``, ``images/`` and ``labels/``.
+
+    Returns:
+        ``root`` as a string.
+
+    Raises:
+        ValueError: ``root`` is None (the bundles' ``data_root`` default: no data is shipped).
+        TypeError: ``root`` is not a path.
+        FileNotFoundError: ``root`` is not a folder, or lacks ``index.csv``, ``images/``
+            or ``labels/`` (the message says so when it holds the official Kaggle layout).
+    """
+    where = "a folder holding index.csv, images/ and labels/"
+    if root is None or str(root) in ("", "None"):
+        raise ValueError(
+            f"data_root is not set: pass --data_root PATH (compare: --data-root PATH) to {where} "
+            f"(DSB2018). {_HOW_TO_GET}"
+        )
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a str or os.PathLike, got {type(root).__name__}.")
+    path = Path(root)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"DSB2018 data_root {str(path)!r} does not exist or is not a folder; expected {where}. "
+            f"{_HOW_TO_GET}"
+        )
+    missing = [n for n in ("index.csv", "images", "labels") if not (path / n).exists()]
+    if missing:
+        official = (path / _SOLUTION_CSV).is_file() or any(
+            (d / "images" / f"{d.name}.png").is_file() for d in path.iterdir() if d.is_dir()
+        )
+        state = (
+            "holds the official Kaggle layout, not the converted one"
+            if official
+            else f"lacks {missing}"
+        )
+        raise FileNotFoundError(
+            f"DSB2018 data_root {str(path)!r} {state}; expected {where}. {_HOW_TO_GET}"
+        )
+    return str(path)
 
 
 def _check_root(root: str | os.PathLike) -> Path:
@@ -369,3 +435,229 @@ def dsb2018_transforms(
             ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)
         )
     return Compose(chain)
+
+
+def dsb2018_rle_decode(rle: str, shape: Sequence[int]) -> np.ndarray:
+    """Decode one Kaggle DSB2018 run-length code into a boolean mask of ``shape`` ``(H, W)``.
+
+    The code is ``"start length start length ..."`` with 1-indexed starts into the image
+    flattened **column-major** (top to bottom, then left to right): pixel ``p`` (1-based) is
+    row ``(p - 1) % H``, column ``(p - 1) // H``.
+
+    Args:
+        rle: the ``EncodedPixels`` cell.
+        shape: ``(H, W)`` of the image.
+
+    Returns:
+        ``bool`` array ``(H, W)``.
+
+    Raises:
+        ValueError: the code is empty, has an odd count or non-integer values, a start < 1, a
+            length < 1, or a run past the end of the image.
+    """
+    h, w = (int(v) for v in shape)
+    try:
+        values = [int(v) for v in str(rle).split()]
+    except ValueError as e:
+        raise ValueError(f"rle must hold integers 'start length ...', got {rle[:40]!r}.") from e
+    if not values or len(values) % 2:
+        raise ValueError(
+            f"rle must hold a positive, even number of integers (start length pairs), got "
+            f"{len(values)}."
+        )
+    starts = np.asarray(values[0::2], dtype=np.int64) - 1
+    lengths = np.asarray(values[1::2], dtype=np.int64)
+    if starts.min() < 0 or lengths.min() < 1 or (starts + lengths).max() > h * w:
+        raise ValueError(
+            f"rle runs must have start >= 1, length >= 1 and end within the {h}x{w} image "
+            f"({h * w} pixels), got starts in [{starts.min() + 1}, {starts.max() + 1}] and "
+            f"lengths in [{lengths.min()}, {lengths.max()}]."
+        )
+    flat = np.zeros(h * w, dtype=bool)
+    for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+        flat[s : s + n] = True
+    return flat.reshape(w, h).T
+
+
+def _find_source_images(src: Path) -> dict[str, dict[str, Any]]:
+    """``image_id -> {"image": path, "masks": folder or None}`` for both official layouts."""
+    flat = src / "images"
+    found: dict[str, dict[str, Any]] = {}
+    if flat.is_dir() and any(flat.glob("*.png")):  # <src>/images/<id>.png
+        for p in sorted(flat.glob("*.png")):
+            found[p.stem] = {"image": p, "masks": None}
+        return found
+    for d in sorted(p for p in src.iterdir() if p.is_dir()):  # Kaggle <src>/<id>/images/<id>.png
+        image = d / "images" / f"{d.name}.png"
+        if image.is_file():
+            masks = d / "masks"
+            found[d.name] = {"image": image, "masks": masks if masks.is_dir() else None}
+    return found
+
+
+def _read_rle_csv(path: Path) -> dict[str, list[str]]:
+    """``ImageId -> [EncodedPixels, ...]`` in file order (instance k = the k-th row)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = cols
+        if "ImageId" not in cols or "EncodedPixels" not in cols:
+            raise ValueError(
+                f"run-length CSV {str(path)!r} must have the columns ImageId and EncodedPixels "
+                f"(as Kaggle's {_SOLUTION_CSV} and stage1_train_labels.csv), got {cols}."
+            )
+        out: dict[str, list[str]] = {}
+        for line, row in enumerate(reader, start=2):
+            image_id = (row["ImageId"] or "").strip()
+            code = (row["EncodedPixels"] or "").strip()
+            if not image_id or not code:
+                raise ValueError(f"{str(path)!r} line {line}: empty ImageId or EncodedPixels.")
+            out.setdefault(image_id, []).append(code)
+    if not out:
+        raise ValueError(f"run-length CSV {str(path)!r} has no rows.")
+    return out
+
+
+def convert_dsb2018(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    rle_csv: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Convert the official DSB2018 release into the layout :func:`dsb2018_datalist` reads.
+
+    Sources (``src``), as downloaded from :data:`DSB2018_DOWNLOAD_URL`:
+
+    - ``stage1_train`` (unzipped): ``<src>/<ImageId>/images/<ImageId>.png`` and one binary
+      ``<src>/<ImageId>/masks/*.png`` per nucleus; instance ``k`` is the ``k``-th mask in file
+      name order.
+    - ``stage1_test`` (unzipped) with ``stage1_solution.csv`` (or any images with a run-length
+      CSV, e.g. ``stage1_train_labels.csv``): the same image folders without masks, or a flat
+      ``<src>/images/<ImageId>.png``; instance ``k`` of an image is its ``k``-th CSV row
+      (decoded by :func:`dsb2018_rle_decode`). Without ``rle_csv``, ``<src>/stage1_solution.csv``
+      is used when the images have no masks.
+
+    Output (``dst``): ``images/<id>.png`` (byte copies), ``labels/<id>.png`` (``uint16``
+    instance map, 0 = background) and ``index.csv`` (:data:`DSB2018_INDEX_COLUMNS`, the
+    foreground fraction rounded to 4 decimals).
+
+    Args:
+        src: the official folder.
+        dst: the output folder; created; must be empty unless ``overwrite``.
+        rle_csv: a run-length CSV with ``ImageId`` and ``EncodedPixels`` columns. Defaults to
+            ``None``: masks, else ``<src>/stage1_solution.csv``.
+        overwrite: write into a non-empty ``dst``. Defaults to ``False``.
+
+    Returns:
+        the ``index.csv`` rows, sorted by image id.
+
+    Raises:
+        FileNotFoundError: ``src`` or ``rle_csv`` is missing, ``src`` holds no image in either
+            layout, or an image has neither masks nor a CSV to decode.
+        FileExistsError: ``dst`` is not empty and ``overwrite`` is False.
+        ValueError: ``dst`` is ``src``; the CSV and the images disagree (ids without image or
+            without rows, a ``Height``/``Width`` that differs from the image); a mask of another
+            size; two nuclei sharing a pixel; more than 65535 nuclei in one image.
+    """
+    from PIL import Image
+
+    src_p, dst_p = Path(src), Path(dst)
+    if not src_p.is_dir():
+        raise FileNotFoundError(f"src {str(src_p)!r} does not exist or is not a folder.")
+    if dst_p.resolve() == src_p.resolve():
+        raise ValueError(f"dst must differ from src, got {str(dst_p)!r} for both.")
+    if dst_p.is_dir() and any(dst_p.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"dst {str(dst_p)!r} is not empty; pass overwrite=True (CLI: --overwrite) to write "
+            "into it."
+        )
+    images = _find_source_images(src_p)
+    if not images:
+        raise FileNotFoundError(
+            f"src {str(src_p)!r} holds no DSB2018 image: expected <ImageId>/images/<ImageId>.png "
+            "folders (Kaggle stage1_train / stage1_test) or images/<ImageId>.png."
+        )
+    codes: dict[str, list[str]] | None = None
+    sizes: dict[str, tuple[int, int]] = {}
+    if rle_csv is None and not all(v["masks"] is not None for v in images.values()):
+        if (src_p / _SOLUTION_CSV).is_file():
+            rle_csv = src_p / _SOLUTION_CSV
+        else:
+            no_mask = next(k for k, v in images.items() if v["masks"] is None)
+            raise FileNotFoundError(
+                f"image {no_mask!r} has no masks/ folder and no run-length CSV was given: pass "
+                f"rle_csv (Kaggle's {_SOLUTION_CSV} for the stage-1 test images)."
+            )
+    if rle_csv is not None:
+        if not os.path.isfile(rle_csv):
+            raise FileNotFoundError(f"rle_csv {os.fspath(rle_csv)!r} not found.")
+        codes = _read_rle_csv(Path(rle_csv))
+        extra, lacking = sorted(set(codes) - set(images)), sorted(set(images) - set(codes))
+        if extra or lacking:
+            raise ValueError(
+                f"rle_csv {os.fspath(rle_csv)!r} and the images of {str(src_p)!r} disagree: "
+                f"{len(extra)} CSV id(s) without an image (e.g. {extra[:2]}), {len(lacking)} "
+                f"image(s) without CSV rows (e.g. {lacking[:2]})."
+            )
+        sizes = _csv_sizes(Path(rle_csv))
+    (dst_p / "images").mkdir(parents=True, exist_ok=True)
+    (dst_p / "labels").mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for image_id, entry in sorted(images.items()):
+        with Image.open(entry["image"]) as im:
+            w, h = im.size
+            channels = len(im.getbands())
+        if codes is not None:
+            if image_id in sizes and sizes[image_id] != (h, w):
+                raise ValueError(
+                    f"rle_csv gives Height, Width {sizes[image_id]} for {image_id!r}, but its "
+                    f"image is {h}x{w}."
+                )
+            masks = [dsb2018_rle_decode(c, (h, w)) for c in codes[image_id]]
+            names = [f"CSV row {k + 1} of {image_id}" for k in range(len(masks))]
+        else:
+            files = sorted(entry["masks"].glob("*.png"))
+            names = [str(f) for f in files]
+            masks = []
+            for f in files:
+                with Image.open(f) as m:
+                    arr = np.asarray(m)
+                arr = arr if arr.ndim == 2 else arr[..., 0]
+                if arr.shape != (h, w):
+                    raise ValueError(f"mask {str(f)!r} is {arr.shape}, its image is {(h, w)}.")
+                masks.append(arr > 0)
+        if not masks:
+            raise ValueError(f"image {image_id!r} has no nucleus (no mask file or CSV row).")
+        if len(masks) > np.iinfo(np.uint16).max:
+            raise ValueError(f"image {image_id!r} has {len(masks)} nuclei; uint16 holds 65535.")
+        label = np.zeros((h, w), dtype=np.uint16)
+        for k, (mask, name) in enumerate(zip(masks, names, strict=True), start=1):
+            if (label[mask] > 0).any():
+                raise ValueError(f"{name} overlaps an earlier nucleus of image {image_id!r}.")
+            label[mask] = k
+        shutil.copyfile(entry["image"], dst_p / "images" / f"{image_id}.png")
+        Image.fromarray(label).save(dst_p / "labels" / f"{image_id}.png")
+        rows.append(
+            {
+                "image_id": image_id,
+                "height": h,
+                "width": w,
+                "channels": channels,
+                "n_nuclei": len(masks),
+                "foreground_fraction": round(float((label > 0).mean()), 4),
+            }
+        )
+    with open(dst_p / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(DSB2018_INDEX_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _csv_sizes(path: Path) -> dict[str, tuple[int, int]]:
+    """``ImageId -> (Height, Width)`` when the CSV has those columns (the solution CSV does)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if not {"Height", "Width"} <= set(reader.fieldnames or []):
+            return {}
+        return {r["ImageId"].strip(): (int(r["Height"]), int(r["Width"])) for r in reader}

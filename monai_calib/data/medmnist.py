@@ -203,7 +203,8 @@ class MedMNISTDataset(Dataset):
             raise FileNotFoundError(
                 f"MedMNIST file {fname!r} for dataset_flag={self.flag!r}, size={self.size} was "
                 f"not found in data_root {root!r} (it holds {present}). Pass a data_root that "
-                "holds it, or download=True to fetch it (needs internet)."
+                "holds it, or download=True to fetch it (needs internet; bundle: --download True, "
+                "compare: --override download=true)."
             )
         cls = getattr(medmnist, self.info["python_class"])
         try:
