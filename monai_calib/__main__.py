@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("compare", "bundle-path")
+COMMANDS = ("compare", "bundle-path", "make-datalist")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,7 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "usage: python -m monai_calib <command> [options]\n\n"
             "commands:\n"
             "  compare      train a bundle once per loss and seed and write a calibration report\n"
-            "  bundle-path  print the folder of a shipped bundle (clone or installed wheel)\n\n"
+            "  bundle-path  print the folder of a shipped bundle (clone or installed wheel)\n"
+            "  make-datalist  write a MONAI datalist from a folder per class, a CSV or an npz\n\n"
             "'python -m monai_calib <command> --help' lists its options."
         )
         return 0 if args else 2
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from monai_calib.bundles import main as bundle_path_main
 
         return bundle_path_main(args[1:])
+    if args[0] == "make-datalist":
+        from monai_calib.cli.make_datalist import main as make_datalist_main
+
+        return make_datalist_main(args[1:])
     print(f"unknown command {args[0]!r}; valid commands: {list(COMMANDS)}", file=sys.stderr)
     return 2
 
