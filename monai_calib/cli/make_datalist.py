@@ -114,7 +114,8 @@ def datalist_from_folder(root: str | os.PathLike, output: str | os.PathLike) -> 
             images = sorted(p for p in (folder / name).glob("*") if _is_image(p))
             if not images and key == "training":
                 raise ValueError(
-                    f"class folder {str(folder / name)!r} has no image ({', '.join(IMAGE_SUFFIXES)})."
+                    f"class folder {str(folder / name)!r} has no image "
+                    f"({', '.join(IMAGE_SUFFIXES)})."
                 )
             entries += [{"image": _rel(p, out.parent), "label": k} for p in images]
         result[key] = entries
@@ -236,8 +237,8 @@ def datalist_from_npz(
         lab = lab.reshape(len(lab), -1)
         if len(images) != len(lab) or images.ndim not in (3, 4):
             raise ValueError(
-                f"npz {str(npz_path)!r}: {split}_images must be (N, H, W[, 3]) or (N, D, H, W) with "
-                f"one label row each, got {images.shape} and {lab.shape}."
+                f"npz {str(npz_path)!r}: {split}_images must be (N, H, W[, 3]) or (N, D, H, W) "
+                f"with one label row each, got {images.shape} and {lab.shape}."
             )
         folder = out / "images" / split
         folder.mkdir(parents=True, exist_ok=True)

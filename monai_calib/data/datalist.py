@@ -136,7 +136,7 @@ def _carve(
     class over the class size, so a small validation split still sees every class.
     """
     n = len(entries)
-    sizes = {k: max(1, int(round(f * n))) for k, f in fractions.items()}
+    sizes = {k: max(1, round(f * n)) for k, f in fractions.items()}
     if n - sum(sizes.values()) < 1:
         raise ValueError(
             f"datalist {path!r}: {n} training entries are too few to carve out "
@@ -210,8 +210,8 @@ def load_datalist(
         value).
 
     Raises:
-        ValueError: ``datalist`` is not set, a bad fraction, a section or entry that breaks the rules
-            above (naming it), or too few training entries to carve from.
+        ValueError: ``datalist`` is not set, a bad fraction, a section or entry that breaks the
+            rules above (naming it), or too few training entries to carve from.
         TypeError: an entry or label of the wrong type (naming it).
         FileNotFoundError: the datalist, or an entry's image or mask, does not exist.
     """

@@ -21,7 +21,6 @@ from datalist_data import (
     write_nifti_datalist,
     write_segmentation_csv,
 )
-
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_calib.bundles import BUNDLE_FAMILIES, bundle_dir, datalist_overlay, logging_file
