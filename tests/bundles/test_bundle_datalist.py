@@ -8,7 +8,9 @@ stops the run before training, naming the entry."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +204,50 @@ def test_compare_datalist_excludes_dataset_and_checks_the_file(tmp_path, capsys)
     (tmp_path / "d.json").write_text("{}")
     rc = main(["--datalist", str(tmp_path / "d.json"), "--dataset", "x", "--output", str(tmp_path)])
     assert rc != 0 and "--datalist" in capsys.readouterr().err
+
+
+def _own_data_commands(name: str) -> list[list[str]]:
+    """The config-file lists of the bundle doc's "Your own data" commands, with B and S set."""
+    root = Path(bundle_dir(name))
+    doc = (root / "docs" / "README.md").read_text()
+    block = doc[doc.index("### Your own data") :].split("\n## ", 1)[0]
+    lists = re.findall(r'--config_file "(\[.*?\])"', block)
+    shared = str(root.parent / "_shared")
+    return [ast.literal_eval(s.replace("$B", str(root)).replace("$S", shared)) for s in lists]
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory, folder_datalist) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("docs")
+    raw = json.loads(folder_datalist.read_text())
+    for e in raw["training"]:
+        e["image"] = str((folder_datalist.parent / e["image"]).resolve())
+        e["label"] = [int(k == e["label"]) for k in range(3)]
+    (root / "onehot.json").write_text(json.dumps(raw))
+    csv = write_segmentation_csv(root / "cells")
+    make_datalist(["csv", str(csv), "-o", str(root / "cells.json")])
+    return {
+        "classification": folder_datalist,
+        "multilabel": root / "onehot.json",
+        "cell_segmentation": root / "cells.json",
+        "organ_segmentation": write_nifti_datalist(root / "organs"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLE_FAMILIES))
+def test_bundle_docs_own_data_commands_resolve(name, own_data, tmp_path):
+    commands = _own_data_commands(name)
+    assert len(commands) == 2 and commands[1][:-1] == commands[0]  # train, then + evaluate.json
+    assert Path(commands[1][-1]).name == "evaluate.json"
+    family = BUNDLE_FAMILIES[name]
+    datalist = own_data.get(name, own_data.get(family))
+    for files in commands:
+        assert all(Path(f).is_file() for f in files), files
+        parser = ConfigParser()
+        parser.read_config(files)
+        parser.update({"datalist": str(datalist), "output_dir": str(tmp_path), "image_size": 32})
+        expected = 2 if family == "segmentation" else 3  # masks 0/1 (inferred, named); 3 classes
+        assert parser.get_parsed_content("num_classes") == expected
+        split = json.loads((tmp_path / DATALIST_SPLIT_FILE).read_text())
+        section = "test" if Path(files[-1]).name == "evaluate.json" else "validation"
+        assert len(parser.get_parsed_content("validate#dataset")) == len(split[section])
