@@ -25,6 +25,7 @@ segmentation entry. The bundles use these through ``bundles/_shared/<family>/dat
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -58,14 +59,21 @@ def _where(path: str, section: str, index: int, entry: Mapping[str, Any]) -> str
     return f"datalist {path!r}, {section}[{index}] (image {entry.get('image')!r})"
 
 
-def _read(file: str, what: str) -> np.ndarray:
-    """Load ``file`` channel-first with MONAI's reader choice; a short reason on failure."""
+@functools.cache
+def _loader() -> Any:
+    """One ``LoadImage`` (channel first, the file's own dtype): building one per file (registering
+    every reader) cost more than reading a small PNG."""
     from monai.transforms import LoadImage
 
+    return LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
+
+
+def _read(file: str, what: str) -> np.ndarray:
+    """Load ``file`` channel-first with MONAI's reader choice; a short reason on failure."""
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{what}: file not found: {file!r}.")
     try:
-        img = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(file)
+        img = _loader()(file)
     except Exception as e:  # each reader raises its own type; name the file instead
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{what}: {file!r} could not be read as an image ({reason}).") from e
@@ -489,11 +497,9 @@ class DatalistDataset(Dataset):
         self._cache = [self._load(i) for i in range(len(self.entries))] if cache else None
 
     def _load(self, index: int) -> np.ndarray:
-        from monai.transforms import LoadImage, Resize
+        from monai.transforms import Resize
 
-        img = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(
-            self.entries[index]["image"]
-        )
+        img = _loader()(self.entries[index]["image"])
         img = _unit_range(np.asarray(img))
         img = Resize((self.image_size, self.image_size), mode="area")(img)
         return np.ascontiguousarray(np.asarray(img, dtype=np.float32))
