@@ -265,3 +265,19 @@ def test_datalist_not_set_or_malformed(tmp_path):
     items = [{"image": _gray(tmp_path / "a.png"), "label": k} for k in (0, 1)]
     with pytest.raises(ValueError, match="too few to carve"):
         load_datalist(_write(tmp_path / "f.json", {"training": items}), "classification")
+
+
+def test_npz_volumes_become_nifti_with_class_indices(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.RandomState(0)
+    vols = rng.randint(0, 255, (3, 6, 7, 8)).astype(np.uint8)
+    np.savez(tmp_path / "v.npz", train_images=vols, train_labels=np.array([[0], [2], [1]]))
+    assert make_datalist(["npz", str(tmp_path / "v.npz"), "-o", str(tmp_path / "o")]) == 0
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    assert [e["label"] for e in dl["training"]] == [0, 2, 1]
+    for e, vol in zip(dl["training"], vols, strict=True):
+        assert e["image"].endswith(".nii.gz")
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(tmp_path / "o" / e["image"]).dataobj), vol
+        )
