@@ -9,6 +9,7 @@ Next to the bundles, ``_shared/`` holds what the bundles of one task family shar
     _shared/logging.conf                      every bundle's logging configuration
     _shared/<family>/loss_<name>.json         the family's loss overlays
     _shared/<family>/regime_<name>.json       the family's training-regime overlays
+    _shared/<family>/datalist.json            the family's own-data overlay (``--datalist PATH``)
 
 so ``<bundle>/../_shared/...`` is a valid path in a clone and in an installed wheel alike.
 ``python -m monai_calib bundle-path <name>`` prints a bundle's folder for shell commands.
@@ -27,6 +28,7 @@ __all__ = [
     "METHOD_NAMES",
     "TS_SUFFIX",
     "bundle_dir",
+    "datalist_overlay",
     "logging_file",
     "main",
     "method_name",
@@ -177,6 +179,32 @@ def overlay_file(bundle: str, name: str, kind: str = "loss") -> str:
         f"{list(found)}.",
     )
     return found[name]
+
+
+def datalist_overlay(bundle: str) -> str:
+    """Absolute path of the overlay that makes ``bundle`` read a MONAI datalist (``--datalist``).
+
+    It is the task family's ``_shared/<family>/datalist.json``; a ``datalist.json`` in the
+    bundle's own ``configs/`` replaces it. Merged after ``train.json`` (and before
+    ``evaluate.json``), it replaces the bundle's data set, ``num_classes``, ``in_channels`` and
+    ``label_names`` by those of the datalist (see ``monai_calib.data.load_datalist``).
+
+    Raises:
+        ValueError: ``bundle`` has no such overlay (not a known family, no own file).
+    """
+    root = Path(bundle_dir(bundle))
+    own = root / "configs" / "datalist.json"
+    if own.is_file():
+        return str(own)
+    family = BUNDLE_FAMILIES.get(root.name)
+    shared = Path(shared_dir(bundle)) / family / "datalist.json" if family else None
+    require(
+        shared is not None and shared.is_file(),
+        f"bundle {root.name!r} has no datalist overlay: expected configs/datalist.json or one of "
+        f"the families {sorted(set(BUNDLE_FAMILIES.values()))} (a bundle named as in "
+        f"{list(BUNDLE_NAMES)}).",
+    )
+    return str(shared)
 
 
 def require(condition: object, message: str, error: type[Exception] = ValueError) -> bool:

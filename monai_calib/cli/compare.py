@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder (default: the bundle's)",
     )
     p.add_argument(
+        "--datalist",
+        default=None,
+        metavar="PATH",
+        help="train and evaluate on your own data: a MONAI datalist JSON (training/validation/test "
+        "lists of image + label; 'python -m monai_calib make-datalist' writes one) instead of the "
+        "bundle's data set; classes and label names come from it",
+    )
+    p.add_argument(
         "--losses",
         default=None,
         help="comma-separated loss overlay names (loss_<name>.json); default: "
@@ -532,6 +540,18 @@ def _plan(args: argparse.Namespace) -> ComparePlan:
         common["dataset_flag"] = args.dataset
     if args.data_root:
         common["data_root"] = str(Path(args.data_root).resolve())
+    if args.datalist:
+        from monai_calib.bundles import datalist_overlay
+
+        if args.dataset or args.data_root:
+            raise ValueError(
+                "--datalist replaces the bundle's data set: leave out --dataset and --data-root, "
+                f"got --dataset={args.dataset!r}, --data-root={args.data_root!r}."
+            )
+        if not Path(args.datalist).is_file():
+            raise FileNotFoundError(f"--datalist file not found: {args.datalist!r}.")
+        train_files.append(datalist_overlay(str(root)))
+        common["datalist"] = str(Path(args.datalist).resolve())
     if args.batch_size is not None:
         common["batch_size"] = args.batch_size
     if args.image_size is not None:

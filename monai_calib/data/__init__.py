@@ -4,6 +4,15 @@
 
 from __future__ import annotations
 
+from .datalist import (
+    DATALIST_SECTIONS,
+    DATALIST_SPLIT_FILE,
+    DATALIST_TASKS,
+    DatalistDataset,
+    check_datalist_classes,
+    load_datalist,
+    segmentation_transforms,
+)
 from .dsb2018 import (
     DSB2018_DOWNLOAD_URL,
     DSB2018_INDEX_COLUMNS,
