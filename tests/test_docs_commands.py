@@ -162,7 +162,10 @@ def _check_bundle_run(cmd: DocCommand, args: list[str]) -> tuple[str | None, dic
     bundle = Path(files[0]).resolve().parents[1].name
     assert bundle in BUNDLE_NAMES, f"{cmd}: {files[0]} is not in a shipped bundle"
     need = BUNDLE_DATA.get(bundle)
-    if bundle == "medmnist_classification":
+    if "datalist" in kw:  # the user's own data, through the family's datalist overlay
+        assert any(Path(f).name == "datalist.json" for f in files), f"{cmd}: no datalist overlay"
+        need = None
+    elif bundle == "medmnist_classification":
         flag = kw.get("dataset_flag", parser.get("dataset_flag"))
         need = None if flag == SHIPPED_FLAG else "medmnist"
     return need, kw
@@ -210,6 +213,8 @@ def _check(cmd: DocCommand) -> str | None:
         m = argv.index("-m")
         assert argv[m + 1 : m + 3] == ["monai.bundle", "run"], cmd
         return _check_bundle_run(cmd, argv[m + 3 :])[0]
+    if argv[:2] == ["python", "-"]:
+        return None  # a script on stdin (the README's synthetic example folder): plain Python
     assert tool == "python" and argv[1] == "-m", f"{cmd}: no rule checks this command"
     module, sub, rest = argv[2], (argv[3:4] or [""])[0], argv[4:]
     if module == "monai_calib":
@@ -219,6 +224,8 @@ def _check(cmd: DocCommand) -> str | None:
         if sub == "bundle-path":
             return None
         if sub == "compare":
+            if getattr(parsed, "datalist", None):
+                return None  # the user's own data
             if parsed.bundle != "medmnist_classification":
                 return BUNDLE_DATA[Path(parsed.bundle).name]
             download = any(o.replace(" ", "") == "download=true" for o in parsed.override)
@@ -336,8 +343,8 @@ def test_shipped_data_commands_run(doc, tmp_path, monkeypatch):
         need, kw = _check_bundle_run(cmd, cmd.argv[4:])
         if need is not None:
             continue
-        if "tracking" in kw or "args_file" in kw:
-            continue  # parsed above; tracking runs are tested with the tracking feature
+        if "tracking" in kw or "args_file" in kw or "datalist" in kw:
+            continue  # parsed above; tracking / own-data runs are tested with their features
         files = kw.pop("config_file")
         kw.setdefault("logging_file", logging_file())
         wf = ConfigWorkflow(config_file=files, workflow_type=None, **{**kw, "max_epochs": 1})
