@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "usage: python -m monai_calib <command> [options]\n\n"
             "commands:\n"
-            "  compare          train a bundle once per loss and seed and write a calibration report\n"
+            "  compare          train a bundle once per loss and seed, write a calibration report\n"
             "  bundle-path      print the folder of a shipped bundle (clone or installed wheel)\n"
             "  convert-dsb2018  official DSB2018 release -> cell_segmentation's data layout\n"
             "  make-datalist    write a MONAI datalist from a folder per class, a CSV or an npz\n\n"

@@ -216,11 +216,11 @@ def test_compare_resume_skips_finished_runs_and_resumes_the_others(
     calls: list[tuple[str, bool]] = []
     workflow = compare._run_workflow
 
-    def crash_at_ls(files: list[str], meta: str, overrides: dict[str, Any]) -> None:
+    def crash_at_ls(files: list[str], meta: str, overrides: dict[str, Any], *rest: Any) -> None:
         calls.append((overrides["loss_name"], overrides.get("resume", None)))
         if overrides["loss_name"] == "ls":
             raise KeyboardInterrupt  # the comparison is killed in its second run
-        workflow(files, meta, overrides)
+        workflow(files, meta, overrides, *rest)
 
     monkeypatch.setattr(compare, "_run_workflow", crash_at_ls)
     out = tmp_path / "interrupted"
@@ -230,7 +230,9 @@ def test_compare_resume_skips_finished_runs_and_resumes_the_others(
     assert not (out / "runs" / "ls_seed0" / compare.RUN_COMPLETE).exists()
 
     calls.clear()
-    monkeypatch.setattr(compare, "_run_workflow", lambda *a: calls.append(a[2]) or workflow(*a))
+    monkeypatch.setattr(
+        compare, "_run_workflow", lambda *a, **k: calls.append(a[2]) or workflow(*a, **k)
+    )
     assert compare.main([*args(out), "--resume"]) == 0
     assert [c["loss_name"] for c in calls] == ["ls", "ls"]  # ce was not run again
     assert calls[0]["resume"] is True
