@@ -23,9 +23,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_calib._utils.validation import accumulation_dtype, check_logits_2d
+from monai_calib._utils.validation import accumulation_dtype, check_finite, check_logits_2d
 
-from ._fused import check_finite_by_sum, class_indices
+from ._fused import class_indices
 
 __all__ = ["StatefulLossBase"]
 
@@ -99,7 +99,7 @@ class StatefulLossBase(_Loss):
         """
         # the checks of _check_logits, with the one-sum finiteness test of the fused losses
         check_logits_2d(input, "input", finite=False)
-        check_finite_by_sum(input, "input")
+        check_finite(input, "input")
         if input.shape[1] != self.num_classes:
             raise ValueError(
                 f"input must have num_classes={self.num_classes} columns, got shape "
