@@ -68,12 +68,25 @@ def _loader() -> Any:
     return LoadImage(image_only=True, ensure_channel_first=True, dtype=None)
 
 
+def _load_image(file: str) -> Any:
+    """Read ``file`` with :func:`_loader` with metadata on: finding the channel axis needs it,
+    and the classification bundles switch MONAI's ``track_meta`` off for speed."""
+    from monai.data import get_track_meta, set_track_meta
+
+    tracked = get_track_meta()
+    set_track_meta(True)
+    try:
+        return _loader()(file)
+    finally:
+        set_track_meta(tracked)
+
+
 def _read(file: str, what: str) -> np.ndarray:
     """Load ``file`` channel-first with MONAI's reader choice; a short reason on failure."""
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{what}: file not found: {file!r}.")
     try:
-        img = _loader()(file)
+        img = _load_image(file)
     except Exception as e:  # each reader raises its own type; name the file instead
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{what}: {file!r} could not be read as an image ({reason}).") from e
@@ -499,7 +512,7 @@ class DatalistDataset(Dataset):
     def _load(self, index: int) -> np.ndarray:
         from monai.transforms import Resize
 
-        img = _loader()(self.entries[index]["image"])
+        img = _load_image(self.entries[index]["image"])
         img = _unit_range(np.asarray(img))
         img = Resize((self.image_size, self.image_size), mode="area")(img)
         return np.ascontiguousarray(np.asarray(img, dtype=np.float32))

@@ -211,3 +211,33 @@ def test_config_ids_users_override_exist(bundle):
     # own ids; the ids every bundle has: test_bundles_common.COMMON_IDS
     assert {"dataset_flag"} <= set(parser.get())
     assert os.path.isdir(parser.get_parsed_content("bundle_root"))
+
+
+def test_track_meta_off_trains_the_same_network_and_is_restored(bundle, tmp_path, data_root):
+    """The bundle switches MONAI's metadata tracking off while it runs (per-sample augmentation
+    ~2.5x faster); with it on (``--track_meta true``) the trained weights are bit-identical, and
+    MONAI's default is back on after the run."""
+    from monai.bundle import ConfigWorkflow
+    from monai.data import get_track_meta
+
+    weights = {}
+    for track in (False, True):
+        out = tmp_path / str(track)
+        overrides = {**bundle.defaults, "data_root": data_root, "output_dir": str(out)}
+        wf = ConfigWorkflow(
+            config_file=bundle.files(["train.json"]),
+            meta_file=bundle.meta,
+            logging_file=bundle.logging,
+            workflow_type=None,
+            track_meta=track,
+            **overrides,
+        )
+        wf.initialize()
+        assert get_track_meta() is track
+        wf.run()
+        wf.finalize()
+        assert get_track_meta() is True
+        weights[track] = torch.load(out / "models" / "model.pt", weights_only=True)["model"]
+    assert weights[False].keys() == weights[True].keys()
+    for key, value in weights[False].items():
+        assert torch.equal(value, weights[True][key]), key

@@ -135,6 +135,62 @@ def test_list_of_channel_first_tensors_and_logits():
     assert metric.aggregate().item() == pytest.approx(ref.item(), abs=1e-7)
 
 
+def _per_item(metric, y_pred, y):
+    """MONAI's own list path: one ``_compute_tensor`` call per channel-first item."""
+    from monai.metrics.metric import IterationMetric
+
+    out = IterationMetric._compute_list(metric, y_pred, y)
+    metric.extend(*out) if isinstance(out, (list, tuple)) else metric.extend(out)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PooledCalibrationErrorMetric(num_bins=7),
+        lambda: PooledCalibrationErrorMetric(num_bins=7, target="classwise"),
+        lambda: PooledCalibrationErrorMetric(binning="equal_mass", target="classwise"),
+        lambda: PooledCalibrationErrorMetric(target="marginal", include_background=False),
+        BrierScoreMetric,
+        NLLMetric,
+        lambda: RetentionAUCMetric(num_points=20),
+    ],
+)
+@pytest.mark.parametrize("dense", [False, True])
+def test_decollated_list_is_one_batch_with_the_per_item_result(make, dense):
+    """A decollated list (what MONAI's handlers pass) is computed as one stacked batch; the
+    aggregate equals MONAI's item-by-item path, and ragged lists still work item by item."""
+    g = torch.Generator().manual_seed(11)
+    shape = (9, 3, 4, 5) if dense else (9, 3)
+    p = torch.softmax(2 * torch.randn(*shape, generator=g), 1)
+    y = torch.randint(0, 3, (9, 1, *shape[2:]), generator=g)
+    onehot = torch.nn.functional.one_hot(y[:, 0], 3).movedim(-1, 1).float()
+    marginal = getattr(make(), "target", None) == "marginal"  # multi-hot labels only
+    for labels in (onehot,) if marginal else (y, onehot):
+        batched, item_by_item = make(), make()
+        calls: list[torch.Size] = []
+
+        def counted(a, b, _compute=batched._compute_tensor, _calls=calls, **kw):
+            _calls.append(a.shape)
+            return _compute(a, b, **kw)
+
+        batched._compute_tensor = counted
+        batched(list(p), list(labels))
+        assert calls == [p.shape]  # one call on the stacked batch
+        _per_item(item_by_item, list(p), list(labels))
+        torch.testing.assert_close(
+            batched.aggregate(), item_by_item.aggregate(), rtol=1e-12, atol=1e-12
+        )
+    # ragged spatial sizes cannot be stacked: item by item, same result as the two halves
+    if dense:
+        ragged, halves = make(), make()
+        items = list(p[:4]) + list(p[4:, :, :3])
+        t = onehot if marginal else y
+        ragged(items, list(t[:4]) + list(t[4:, :, :3]))
+        halves(p[:4], t[:4])
+        halves(p[4:, :, :3], t[4:, :, :3])
+        torch.testing.assert_close(ragged.aggregate(), halves.aggregate(), rtol=1e-12, atol=1e-12)
+
+
 def test_reset_and_get_not_nans():
     p, y = _probs(50, 3, seed=5)
     metric = PooledCalibrationErrorMetric(get_not_nans=True)
