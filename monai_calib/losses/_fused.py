@@ -34,6 +34,8 @@ __all__ = [
     "prepare_inputs",
     "rowdot",
     "scaled_ce_and_entropy",
+    "scaled_ce_entropy_backward",
+    "scaled_ce_entropy_forward",
     "statistics_over_ranks",
     "upstream_weights",
 ]
@@ -181,20 +183,7 @@ class _ScaledCEEntropy(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = z / temperature
-        if s.is_cuda or s.shape[1] > 64:
-            logp = torch.log_softmax(s, dim=1)
-            entropy = -torch.linalg.vecdot(logp.exp(), logp)
-        else:
-            # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
-            shifted = s.sub_(s.amax(dim=1, keepdim=True))
-            e = shifted.exp()
-            sum_e = e.sum(dim=1)
-            log_z = sum_e.log()
-            # H = log Z - sum_j e_j * shifted_j / Z
-            entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
-            logp = shifted.sub_(log_z.unsqueeze(1))
-        ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+        logp, ce, entropy = scaled_ce_entropy_forward(z, temperature, target)
         ctx.save_for_backward(logp, temperature, target, entropy)
         return ce, entropy
 
@@ -205,19 +194,72 @@ class _ScaledCEEntropy(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         logp, temperature, target, entropy = ctx.saved_tensors
         # autograd materialises unused output gradients as zeros, so both are tensors here
-        # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
-        ds = logp + entropy.unsqueeze(1)
-        ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
-        ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
-        grad_z = grad_t = None
-        if ctx.needs_input_grad[1]:
-            if temperature.ndim == 0:
-                grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
-            else:
-                grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
-        if ctx.needs_input_grad[0]:
-            grad_z = ds.div_(temperature)
+        grad_z, grad_t = scaled_ce_entropy_backward(
+            logp,
+            temperature,
+            target,
+            entropy,
+            grad_ce,
+            grad_ent,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
         return grad_z, grad_t, None
+
+
+def scaled_ce_entropy_forward(
+    z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward of :class:`_ScaledCEEntropy` without autograd: ``(log p, CE, entropy)``.
+
+    ``log p`` ``(B, K)`` is what :func:`scaled_ce_entropy_backward` needs; CE and entropy are
+    ``(B,)``. Shared with the losses that fold their reduction into one ``Function``.
+    """
+    s = z / temperature
+    if s.is_cuda or s.shape[1] > 64:
+        logp = torch.log_softmax(s, dim=1)
+        entropy = -torch.linalg.vecdot(logp.exp(), logp)
+    else:
+        # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
+        shifted = s.sub_(s.amax(dim=1, keepdim=True))
+        e = shifted.exp()
+        sum_e = e.sum(dim=1)
+        log_z = sum_e.log()
+        # H = log Z - sum_j e_j * shifted_j / Z
+        entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
+        logp = shifted.sub_(log_z.unsqueeze(1))
+    ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    return logp, ce, entropy
+
+
+def scaled_ce_entropy_backward(
+    logp: torch.Tensor,
+    temperature: torch.Tensor,
+    target: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_ce: torch.Tensor,
+    grad_ent: torch.Tensor,
+    need_z: bool,
+    need_t: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Backward of :class:`_ScaledCEEntropy`: gradients w.r.t. ``z`` and ``temperature``.
+
+    ``grad_ce`` and ``grad_ent`` are the ``(B,)`` upstream gradients of CE and entropy; a
+    gradient that is not needed is ``None``. ``logp`` is overwritten only through a copy.
+    """
+    # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
+    ds = logp + entropy.unsqueeze(1)
+    ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
+    ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
+    grad_z = grad_t = None
+    if need_t:
+        if temperature.ndim == 0:
+            grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
+        else:
+            grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
+    if need_z:
+        grad_z = ds.div_(temperature)
+    return grad_z, grad_t
 
 
 def scaled_ce_and_entropy(

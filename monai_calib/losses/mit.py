@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.distributed import all_reduce_sum, is_dist_ready
 from monai_calib._utils.validation import (
     check_finite_number,
     check_logits_2d,
@@ -20,7 +21,7 @@ from monai_calib._utils.validation import (
     reduce_per_sample,
 )
 
-from ._fused import scaled_ce_and_entropy
+from ._fused import scaled_ce_entropy_backward, scaled_ce_entropy_forward
 from ._stateful import StatefulLossBase
 
 __all__ = ["MiTLoss"]
@@ -172,6 +173,7 @@ class MiTLoss(StatefulLossBase):
         self.register_buffer("label_counts", torch.ones(num_classes), persistent=True)
         self.register_buffer("dual_lambda", torch.zeros(()), persistent=True)
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        self._h_max = max(math.log(num_classes + 1e-12), 1e-12)
 
     def _temperature(self) -> torch.Tensor:
         """Temperature in the graph (differentiable w.r.t. ``raw_temperature``)."""
@@ -233,39 +235,13 @@ class MiTLoss(StatefulLossBase):
         """
         z, y = self._prepare(input, target)
         temperature = self._temperature()
-        ce, ent = scaled_ce_and_entropy(z, temperature, y)
+        t_z = temperature if temperature.dtype == z.dtype else temperature.to(z.dtype)
         update = self.training or self.reference_mode
-
-        with torch.no_grad():
-            counts = self.label_counts
-            if update:
-                batch_counts = torch.bincount(y, minlength=self.num_classes).to(counts.dtype)
-                ent_sum = ent.detach().sum().to(counts.dtype)
-                if self.sync_dist:  # all_reduce_sum is the identity without a process group
-                    packed = all_reduce_sum(
-                        torch.cat([batch_counts, ent_sum[None], counts.new_tensor([y.shape[0]])])
-                    )
-                    batch_counts, ent_sum, n = packed[: self.num_classes], packed[-2], packed[-1]
-                else:  # no packing (same values: n is exact in float32)
-                    n = float(y.shape[0])
-                counts = counts + batch_counts
-            pi = counts / counts.sum()
-            target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
-            if update:
-                mean_ent = ent_sum / n
-                h_max = max(math.log(self.num_classes + 1e-12), 1e-12)
-                d = ((target_entropy - mean_ent) / h_max).clamp_min(0.0)
-                step = self.step + 1
-                t = step.to(self.dual_lambda.dtype)
-                lam = ((t - 1) * self.dual_lambda + d.to(t.dtype)) / t
-                lam = lam.clamp(0.0, self.lambda_max)
-            else:
-                lam = self.dual_lambda
-
-        lam_c = lam.to(ce.dtype)
-        per_sample = ce - lam_c * ent
-        loss = reduce_per_sample(per_sample, self.reduction)
-        ce_d, ent_d, lam_d = ce.detach(), ent.detach(), lam.detach()
+        aux: dict[str, torch.Tensor] = {}
+        # one autograd node for CE, entropy, the state update (no graph) and the reduction
+        loss = _MiTFunction.apply(z, t_z, y, self, update, aux)
+        ce_d, ent_d, lam_d = aux["ce"], aux["entropy"], aux["lam"]
+        target_entropy = aux["target_entropy"]
         temperature_d = temperature.detach()
         if not update:  # lam is the buffer, which a later training call overwrites
             lam_d = lam_d.clone()
@@ -284,5 +260,108 @@ class MiTLoss(StatefulLossBase):
 
         self._defer_stats(stats)
         if update:
-            self._stage({"label_counts": counts, "dual_lambda": lam, "step": step})
+            self._stage(
+                {"label_counts": aux["counts"], "dual_lambda": aux["lam"], "step": aux["step"]}
+            )
         return loss
+
+    def _dual_update(
+        self, y: torch.Tensor, ent: torch.Tensor, update: bool, aux: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The :math:`\\lambda` of this call (no graph); fills ``aux`` with the new state.
+
+        ``ent`` is the per-sample entropy without a graph. With ``update``, the counts include
+        this batch and ``aux`` receives ``counts``, ``lam`` and ``step`` to stage.
+        """
+        counts = self.label_counts
+        if update:
+            # counts + long bincount: the exact integers are promoted to the counts' dtype
+            batch_counts = torch.bincount(y, minlength=self.num_classes)
+            ent_sum = ent.sum()
+            if ent_sum.dtype != counts.dtype:
+                ent_sum = ent_sum.to(counts.dtype)
+            if self.sync_dist and is_dist_ready():
+                packed = all_reduce_sum(
+                    torch.cat(
+                        [
+                            batch_counts.to(counts.dtype),
+                            ent_sum[None],
+                            counts.new_tensor([y.shape[0]]),
+                        ]
+                    )
+                )
+                batch_counts, ent_sum, n = packed[: self.num_classes], packed[-2], packed[-1]
+            else:  # no packing (same values: n is exact in float32)
+                n = float(y.shape[0])
+            counts = counts + batch_counts
+        pi = counts / counts.sum()
+        target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
+        aux["target_entropy"] = target_entropy
+        if update:
+            mean_ent = ent_sum / n
+            d = ((target_entropy - mean_ent) / self._h_max).clamp_min(0.0)
+            step = self.step + 1
+            t = step.to(self.dual_lambda.dtype)
+            lam = ((t - 1) * self.dual_lambda + d.to(t.dtype)) / t
+            lam = lam.clamp_(0.0, self.lambda_max)
+            aux["counts"], aux["lam"], aux["step"] = counts, lam, step
+        else:
+            lam = self.dual_lambda
+            aux["lam"] = lam
+        return lam
+
+
+class _MiTFunction(torch.autograd.Function):
+    """MiT's per-sample ``CE - lambda * H`` of ``softmax(z / T)``, reduced, in one node.
+
+    The state update runs inside ``forward`` (no graph); ``backward`` rebuilds the upstream
+    gradients of CE and entropy that autograd would pass through the reduction and the
+    ``- lambda * H`` term (same operations, so the same bits) and applies the fused backward
+    of :func:`~monai_calib.losses._fused.scaled_ce_entropy_backward`.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        temperature: torch.Tensor,
+        y: torch.Tensor,
+        module: MiTLoss,
+        update: bool,
+        aux: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        logp, ce, ent = scaled_ce_entropy_forward(z, temperature, y)
+        lam = module._dual_update(y, ent, update, aux)
+        lam_c = lam if lam.dtype == ce.dtype else lam.to(ce.dtype)
+        per_sample = ce - lam_c * ent
+        loss = reduce_per_sample(per_sample, module.reduction)
+        aux["ce"], aux["entropy"] = ce, ent
+        ctx.save_for_backward(logp, temperature, y, ent, lam_c)
+        ctx.reduction = module.reduction
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
+        logp, temperature, y, ent, lam_c = ctx.saved_tensors
+        g = _per_sample_grad(grad_output, ctx.reduction, y.shape[0])
+        grad_z, grad_t = scaled_ce_entropy_backward(
+            logp,
+            temperature,
+            y,
+            ent,
+            g,
+            g.neg() * lam_c,  # what autograd's sub and mul nodes would pass to the entropy
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        return grad_z, grad_t, None, None, None, None
+
+
+def _per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
+    """The ``(B,)`` gradient of the per-sample losses, as autograd's reduction node gives it."""
+    if reduction == "mean":
+        return grad_output.expand(batch) / batch
+    if reduction == "sum":
+        return grad_output.expand(batch)
+    return grad_output
