@@ -8,6 +8,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
@@ -234,15 +235,13 @@ class MiTLoss(StatefulLossBase):
             accumulation dtype (float32 for half-precision input).
         """
         z, y = self._prepare(input, target)
-        temperature = self._temperature()
-        t_z = temperature if temperature.dtype == z.dtype else temperature.to(z.dtype)
         update = self.training or self.reference_mode
         aux: dict[str, torch.Tensor] = {}
-        # one autograd node for CE, entropy, the state update (no graph) and the reduction
-        loss = _MiTFunction.apply(z, t_z, y, self, update, aux)
+        # one autograd node for T, CE, entropy, the state update (no graph) and the reduction
+        loss = _MiTFunction.apply(z, self.raw_temperature, y, self, update, aux)
         ce_d, ent_d, lam_d = aux["ce"], aux["entropy"], aux["lam"]
         target_entropy = aux["target_entropy"]
-        temperature_d = temperature.detach()
+        temperature_d = aux["temperature"]
         if not update:  # lam is the buffer, which a later training call overwrites
             lam_d = lam_d.clone()
 
@@ -298,12 +297,32 @@ class MiTLoss(StatefulLossBase):
         target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
         aux["target_entropy"] = target_entropy
         if update:
-            mean_ent = ent_sum / n
-            d = ((target_entropy - mean_ent) / self._h_max).clamp_min(0.0)
-            step = self.step + 1
-            t = step.to(self.dual_lambda.dtype)
-            lam = ((t - 1) * self.dual_lambda + d.to(t.dtype)) / t
-            lam = lam.clamp_(0.0, self.lambda_max)
+            lam_old = self.dual_lambda
+            scalar = _NUMPY_SCALARS.get(lam_old.dtype)
+            if (
+                scalar is not None
+                and isinstance(n, float)
+                and counts.dtype == lam_old.dtype
+                and lam_old.device.type == "cpu"
+            ):
+                # the same IEEE operations on host scalars of the buffers' dtype as the 0-d
+                # tensor ops below (so the same bits), without ~10 small kernels
+                mean_ent = scalar(ent_sum.item()) / scalar(n)
+                d = (scalar(target_entropy.item()) - mean_ent) / scalar(self._h_max)
+                d = np.maximum(d, scalar(0.0))
+                step_value = int(self.step) + 1
+                t = scalar(step_value)
+                lam_value = ((t - scalar(1)) * scalar(lam_old.item()) + d) / t
+                lam_value = np.minimum(np.maximum(lam_value, scalar(0.0)), scalar(self.lambda_max))
+                lam = torch.tensor(float(lam_value), dtype=lam_old.dtype)
+                step = torch.tensor(step_value, dtype=self.step.dtype)
+            else:
+                mean_ent = ent_sum / n
+                d = ((target_entropy - mean_ent) / self._h_max).clamp_min(0.0)
+                step = self.step + 1
+                t = step.to(lam_old.dtype)
+                lam = ((t - 1) * lam_old + d.to(t.dtype)) / t
+                lam = lam.clamp_(0.0, self.lambda_max)
             aux["counts"], aux["lam"], aux["step"] = counts, lam, step
         else:
             lam = self.dual_lambda
@@ -324,30 +343,40 @@ class _MiTFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         z: torch.Tensor,
-        temperature: torch.Tensor,
+        raw_temperature: torch.Tensor,
         y: torch.Tensor,
         module: MiTLoss,
         update: bool,
         aux: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        logp, ce, ent = scaled_ce_entropy_forward(z, temperature, y)
+        # T = clamp(softplus(raw) + 1e-6, T_min, T_max), as MiTLoss._temperature
+        pre_clamp = F.softplus(raw_temperature) + 1e-6
+        temperature = pre_clamp.clamp(module.temperature_min, module.temperature_max)
+        t_z = temperature if temperature.dtype == z.dtype else temperature.to(z.dtype)
+        logp, ce, ent = scaled_ce_entropy_forward(z, t_z, y)
         lam = module._dual_update(y, ent, update, aux)
         lam_c = lam if lam.dtype == ce.dtype else lam.to(ce.dtype)
         per_sample = ce - lam_c * ent
         loss = reduce_per_sample(per_sample, module.reduction)
-        aux["ce"], aux["entropy"] = ce, ent
-        ctx.save_for_backward(logp, temperature, y, ent, lam_c)
+        aux["ce"], aux["entropy"], aux["temperature"] = ce, ent, temperature
+        ctx.save_for_backward(logp, t_z, y, ent, lam_c, raw_temperature)
         ctx.reduction = module.reduction
+        ctx.t_dtype = temperature.dtype
+        if ctx.needs_input_grad[1]:
+            # the clamp passes the gradient only strictly inside the bounds, compared in the
+            # temperature's dtype (autograd's clamp backward)
+            lo, hi = _bounds_in_dtype(module, temperature.dtype)
+            ctx.t_inside = lo < pre_clamp.item() < hi
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
-        logp, temperature, y, ent, lam_c = ctx.saved_tensors
+        logp, t_z, y, ent, lam_c, raw_temperature = ctx.saved_tensors
         g = _per_sample_grad(grad_output, ctx.reduction, y.shape[0])
         grad_z, grad_t = scaled_ce_entropy_backward(
             logp,
-            temperature,
+            t_z,
             y,
             ent,
             g,
@@ -355,7 +384,28 @@ class _MiTFunction(torch.autograd.Function):
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
         )
-        return grad_z, grad_t, None, None, None, None
+        grad_raw = None
+        if grad_t is not None:  # the backward of to(dtype), clamp, + 1e-6 and softplus
+            if grad_t.dtype != ctx.t_dtype:
+                grad_t = grad_t.to(ctx.t_dtype)
+            if not ctx.t_inside:
+                grad_t = grad_t.new_zeros(())
+            grad_raw = torch.ops.aten.softplus_backward(grad_t, raw_temperature, 1.0, 20.0)
+        return grad_z, grad_raw, None, None, None, None
+
+
+def _bounds_in_dtype(module: MiTLoss, dtype: torch.dtype) -> tuple[float, float]:
+    """``(T_min, T_max)`` rounded to ``dtype`` as a comparison with a tensor rounds them."""
+    key = (dtype, module.temperature_min, module.temperature_max)
+    cached = _BOUNDS_CACHE.get(key)
+    if cached is None:
+        b = torch.tensor([module.temperature_min, module.temperature_max], dtype=dtype)
+        cached = _BOUNDS_CACHE[key] = (float(b[0]), float(b[1]))
+    return cached
+
+
+_BOUNDS_CACHE: dict[tuple[torch.dtype, float, float], tuple[float, float]] = {}
+_NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
