@@ -50,7 +50,8 @@ def prepare_inputs(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     """
     check_logits_2d(input, name="input", finite=False)
     check_finite(input, "input")
-    return input.to(accumulation_dtype(input)), class_indices(target, input)
+    dtype = accumulation_dtype(input)
+    return input if input.dtype == dtype else input.to(dtype), class_indices(target, input)
 
 
 def class_indices(target: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
@@ -238,19 +239,23 @@ def scaled_ce_entropy_backward(
     target: torch.Tensor,
     entropy: torch.Tensor,
     grad_ce: torch.Tensor,
-    grad_ent: torch.Tensor,
+    grad_ent: torch.Tensor | float,
     need_z: bool,
     need_t: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Backward of :class:`_ScaledCEEntropy`: gradients w.r.t. ``z`` and ``temperature``.
 
-    ``grad_ce`` and ``grad_ent`` are the ``(B,)`` upstream gradients of CE and entropy; a
-    gradient that is not needed is ``None``. ``logp`` is overwritten only through a copy.
+    ``grad_ce`` and ``grad_ent`` are the ``(B,)`` upstream gradients of CE and entropy
+    (``grad_ent`` may be a float, the same for every sample); a gradient that is not needed is
+    ``None``. ``logp`` is overwritten only through a copy.
     """
     # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
     ds = logp + entropy.unsqueeze(1)
-    ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
-    ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
+    # a float grad_ent is one value for every sample (a 0-d multiplier, same products)
+    ds.mul_(-grad_ent if isinstance(grad_ent, float) else grad_ent.unsqueeze(1).neg())
+    ds.add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
+    src = grad_ce.neg().unsqueeze(1)
+    ds.scatter_add_(1, target.unsqueeze(1), src if src.dtype == ds.dtype else src.to(ds.dtype))
     grad_z = grad_t = None
     if need_t:
         if temperature.ndim == 0:

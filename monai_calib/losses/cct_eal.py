@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
@@ -341,17 +342,18 @@ class CCTEALLoss(StatefulLossBase):
             accumulation dtype (float32 for half-precision input).
         """
         z, y = self._prepare(input, target)
-        temps = self._temperatures()
-        if temps.dtype != z.dtype:
-            temps = temps.to(z.dtype)
         update = self.training or self.reference_mode
+        raw = self.raw_temperatures
         # entropies in a graph (through z or T) under DDP: H_pred over ranks, in the graph
-        if statistics_over_ranks(self.sync_dist, z) or statistics_over_ranks(self.sync_dist, temps):
+        if statistics_over_ranks(self.sync_dist, z) or statistics_over_ranks(self.sync_dist, raw):
+            temps = self._temperatures()
+            if temps.dtype != z.dtype:
+                temps = temps.to(z.dtype)
             return self._forward_over_ranks(z, temps, y, update)
         aux: dict[str, torch.Tensor] = {}
-        # one autograd node for CE, entropy, the state update (no graph), the alignment term
-        # and the reduction
-        loss = _CCTEALFunction.apply(z, temps, y, self, update, aux)
+        # one autograd node for the temperatures, CE, entropy, the state update (no graph),
+        # the alignment term and the reduction
+        loss = _CCTEALFunction.apply(z, raw, y, self, update, aux)
         ce_d, penalty_d, h_d, t_d = aux["ce"], aux["penalty"], aux["h_pred"], aux["t_sample"]
         target_entropy = aux["target_entropy"]
         alpha_d = aux["alpha"].clone()  # may be the buffer itself, which set_progress changes
@@ -446,12 +448,17 @@ class _CCTEALFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         z: torch.Tensor,
-        temps: torch.Tensor,
+        raw_temperatures: torch.Tensor,
         y: torch.Tensor,
         module: CCTEALLoss,
         update: bool,
-        aux: dict[str, torch.Tensor],
+        aux: dict[str, Any],
     ) -> torch.Tensor:
+        # T_c = clamp(softplus(raw_c), T_min, T_max), as CCTEALLoss._temperatures
+        pre_clamp = F.softplus(raw_temperatures)
+        temps = pre_clamp.clamp(module.temperature_min, module.temperature_max)
+        if temps.dtype != z.dtype:
+            temps = temps.to(z.dtype)
         t_sample = temps[y].unsqueeze(1)
         logp, ce, ent = scaled_ce_entropy_forward(z, t_sample, y)
         h_pred = ent.mean()
@@ -460,8 +467,17 @@ class _CCTEALFunction(torch.autograd.Function):
         if alpha.dtype != ce.dtype:
             alpha = alpha.to(ce.dtype)
         te_c = target_entropy if target_entropy.dtype == ce.dtype else target_entropy.to(ce.dtype)
-        gap = h_pred - te_c
-        penalty = alpha * gap.square()
+        scalar = _NUMPY_SCALARS.get(ce.dtype) if ce.device.type == "cpu" else None
+        if scalar is not None:
+            # alpha * (H_pred - H*)^2 on host scalars of the loss's dtype: the same IEEE
+            # operations as the 0-d tensor ops of the other branch (square is x * x)
+            gap = scalar(h_pred.item()) - scalar(te_c.item())
+            alpha_v = scalar(alpha.item())
+            penalty: Any = float(alpha_v * (gap * gap))
+        else:
+            gap = h_pred - te_c
+            alpha_v = alpha
+            penalty = alpha * gap.square()
         loss = reduce_per_sample(ce + penalty, module.reduction)
         aux.update(
             ce=ce,
@@ -472,22 +488,29 @@ class _CCTEALFunction(torch.autograd.Function):
             ema=ema,
             target_entropy=target_entropy,
         )
-        ctx.save_for_backward(logp, t_sample, y, ent, alpha, gap)
+        ctx.save_for_backward(logp, t_sample, y, ent, alpha, pre_clamp, raw_temperatures)
+        ctx.scalar, ctx.gap, ctx.alpha_v = scalar, gap, alpha_v
         ctx.reduction = module.reduction
-        ctx.num_classes = temps.shape[0]
+        ctx.bounds = (module.temperature_min, module.temperature_max)
+        ctx.t_dtype = pre_clamp.dtype
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
-        logp, t_sample, y, ent, alpha, gap = ctx.saved_tensors
+        logp, t_sample, y, ent, alpha, pre_clamp, raw = ctx.saved_tensors
         batch = y.shape[0]
         g = _per_sample_grad(grad_output, ctx.reduction, batch)
         # the broadcast add sums the gradient of the 0-d penalty (autograd's sum_to)
         g_penalty = g.sum([0], keepdim=True).view(())
         # alpha * gap^2 -> gap (pow_backward: grad * (2 * gap^1)) -> mean over the batch
-        g_gap = (g_penalty * alpha) * (gap.pow(1) * 2.0)
-        g_ent = g_gap.expand(batch) / batch
+        scalar = ctx.scalar
+        if scalar is not None:
+            g_gap = (scalar(g_penalty.item()) * ctx.alpha_v) * (ctx.gap * scalar(2.0))
+            g_ent: Any = float(g_gap / scalar(batch))
+        else:
+            g_gap = (g_penalty * alpha) * (ctx.gap.pow(1) * 2.0)
+            g_ent = g_gap.expand(batch) / batch
         grad_z, grad_t = scaled_ce_entropy_backward(
             logp,
             t_sample,
@@ -498,12 +521,26 @@ class _CCTEALFunction(torch.autograd.Function):
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
         )
-        grad_temps = None
-        if grad_t is not None:  # the gather's backward: accumulate into the class temperatures
-            grad_temps = grad_t.new_zeros(ctx.num_classes).index_put_(
+        grad_raw = None
+        if grad_t is not None:
+            # the gather's backward accumulates into the class temperatures; then the
+            # backward of to(dtype), the clamp (strictly inside the bounds) and softplus
+            grad_temps = grad_t.new_zeros(pre_clamp.shape[0]).index_put_(
                 (y,), grad_t.squeeze(1), accumulate=True
             )
-        return grad_z, grad_temps, None, None, None, None
+            if grad_temps.dtype != ctx.t_dtype:
+                grad_temps = grad_temps.to(ctx.t_dtype)
+            lo, hi = ctx.bounds
+            grad_temps = torch.where(
+                pre_clamp.gt(lo).logical_and_(pre_clamp.lt(hi)),
+                grad_temps,
+                torch.scalar_tensor(0.0, dtype=grad_temps.dtype),
+            )
+            grad_raw = torch.ops.aten.softplus_backward(grad_temps, raw, 1.0, 20.0)
+        return grad_z, grad_raw, None, None, None, None
+
+
+_NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:

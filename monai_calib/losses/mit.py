@@ -314,8 +314,8 @@ class MiTLoss(StatefulLossBase):
                 t = scalar(step_value)
                 lam_value = ((t - scalar(1)) * scalar(lam_old.item()) + d) / t
                 lam_value = np.minimum(np.maximum(lam_value, scalar(0.0)), scalar(self.lambda_max))
-                lam = torch.tensor(float(lam_value), dtype=lam_old.dtype)
-                step = torch.tensor(step_value, dtype=self.step.dtype)
+                lam = lam_old.new_full((), float(lam_value))
+                step = self.step.new_full((), step_value)
             else:
                 mean_ent = ent_sum / n
                 d = ((target_entropy - mean_ent) / self._h_max).clamp_min(0.0)
