@@ -156,7 +156,51 @@ class FusedClassificationLoss(_Loss):
         args = self.function_args()
         if self.batch_statistics:
             args = (*args, statistics_over_ranks(self.sync_dist, z))
-        return reduce_per_sample(self.function.apply(z, y, *args), self.reduction)
+        # the reduction runs inside the same autograd node (no separate reduction node)
+        return _Reduced.apply(z, y, self.function, self.reduction, args)
+
+
+def per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
+    """The ``(B,)`` gradient of per-sample losses, as autograd's reduction node gives it.
+
+    ``"mean"``: ``grad.expand(B) / B`` (``mean_backward``), ``"sum"``: ``grad.expand(B)``,
+    ``"none"``: the gradient itself; so a ``Function`` that reduces inside computes the same
+    bits as a separate reduction node.
+    """
+    if reduction == "mean":
+        return grad_output.expand(batch) / batch
+    if reduction == "sum":
+        return grad_output.expand(batch)
+    return grad_output
+
+
+class _Reduced(torch.autograd.Function):
+    """A per-sample fused ``Function`` and the reduction of its output in one autograd node.
+
+    ``function.forward`` / ``function.backward`` are called with this node's context, so they
+    save and read their tensors as usual; ``backward`` first rebuilds the per-sample
+    gradient that a separate reduction node would pass (:func:`per_sample_grad`).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        function: type[torch.autograd.Function],
+        reduction: str,
+        args: tuple[Any, ...],
+    ) -> torch.Tensor:
+        per_sample = function.forward(ctx, z, y, *args)
+        ctx.function, ctx.reduction, ctx.batch_size = function, reduction, z.shape[0]
+        return reduce_per_sample(per_sample, reduction)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
+        g = per_sample_grad(grad_output, ctx.reduction, ctx.batch_size)
+        grad_z = ctx.function.backward(ctx, g)[0]
+        return grad_z, None, None, None, None
 
 
 class _ScaledCEEntropy(torch.autograd.Function):
