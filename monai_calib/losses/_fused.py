@@ -123,7 +123,7 @@ def statistics_over_ranks(sync_dist: bool, x: torch.Tensor) -> bool:
 
 def upstream_weights(grad_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Upstream gradients of the per-sample losses as a ``(B, 1)`` column of ``dtype``."""
-    return grad_output.to(dtype).unsqueeze(1)
+    return (grad_output if grad_output.dtype == dtype else grad_output.to(dtype)).unsqueeze(1)
 
 
 class FusedClassificationLoss(_Loss):
