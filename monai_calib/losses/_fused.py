@@ -31,6 +31,7 @@ __all__ = [
     "FusedClassificationLoss",
     "class_indices",
     "log_softmax_rows",
+    "per_sample_grad",
     "prepare_inputs",
     "rowdot",
     "scaled_ce_and_entropy",

@@ -28,6 +28,7 @@ from monai_calib._utils.validation import (
 from monai_calib.enums import CCTEALInferenceRule
 
 from ._fused import (
+    per_sample_grad,
     scaled_ce_and_entropy,
     scaled_ce_entropy_backward,
     scaled_ce_entropy_forward,
@@ -500,7 +501,7 @@ class _CCTEALFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
         logp, t_sample, y, ent, alpha, pre_clamp, raw = ctx.saved_tensors
         batch = y.shape[0]
-        g = _per_sample_grad(grad_output, ctx.reduction, batch)
+        g = per_sample_grad(grad_output, ctx.reduction, batch)
         # the broadcast add sums the gradient of the 0-d penalty (autograd's sum_to)
         g_penalty = g.sum([0], keepdim=True).view(())
         # alpha * gap^2 -> gap (pow_backward: grad * (2 * gap^1)) -> mean over the batch
@@ -541,12 +542,3 @@ class _CCTEALFunction(torch.autograd.Function):
 
 
 _NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
-
-
-def _per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
-    """The ``(B,)`` gradient of the per-sample losses, as autograd's reduction node gives it."""
-    if reduction == "mean":
-        return grad_output.expand(batch) / batch
-    if reduction == "sum":
-        return grad_output.expand(batch)
-    return grad_output

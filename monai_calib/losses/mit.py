@@ -22,7 +22,7 @@ from monai_calib._utils.validation import (
     reduce_per_sample,
 )
 
-from ._fused import scaled_ce_entropy_backward, scaled_ce_entropy_forward
+from ._fused import per_sample_grad, scaled_ce_entropy_backward, scaled_ce_entropy_forward
 from ._stateful import StatefulLossBase
 
 __all__ = ["MiTLoss"]
@@ -373,7 +373,7 @@ class _MiTFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
         logp, t_z, y, ent, lam_c, raw_temperature = ctx.saved_tensors
-        g = _per_sample_grad(grad_output, ctx.reduction, y.shape[0])
+        g = per_sample_grad(grad_output, ctx.reduction, y.shape[0])
         grad_z, grad_t = scaled_ce_entropy_backward(
             logp,
             t_z,
@@ -406,12 +406,3 @@ def _bounds_in_dtype(module: MiTLoss, dtype: torch.dtype) -> tuple[float, float]
 
 _BOUNDS_CACHE: dict[tuple[torch.dtype, float, float], tuple[float, float]] = {}
 _NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
-
-
-def _per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
-    """The ``(B,)`` gradient of the per-sample losses, as autograd's reduction node gives it."""
-    if reduction == "mean":
-        return grad_output.expand(batch) / batch
-    if reduction == "sum":
-        return grad_output.expand(batch)
-    return grad_output
