@@ -148,9 +148,11 @@ class CCTEALLoss(StatefulLossBase):
     without a graph (e.g. under ``torch.no_grad``) use the local :math:`H_{\\text{pred}}` and no
     collective for it.
 
-    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
-    function with a hand-written backward (first-order gradients only: ``create_graph=True``
-    double backward is not supported).
+    **Speed.** One autograd node per call: the temperature, cross-entropy and entropy (one
+    log-softmax), the state update (no graph), the loss terms and the reduction run inside a
+    fused autograd function with a hand-written backward that repeats autograd's operations
+    (same values; first-order gradients only: ``create_graph=True`` double backward is not
+    supported).
 
     Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
     last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
@@ -535,7 +537,7 @@ class _CCTEALFunction(torch.autograd.Function):
             grad_temps = torch.where(
                 pre_clamp.gt(lo).logical_and_(pre_clamp.lt(hi)),
                 grad_temps,
-                torch.scalar_tensor(0.0, dtype=grad_temps.dtype),
+                torch.scalar_tensor(0.0, dtype=grad_temps.dtype, device=grad_temps.device),
             )
             grad_raw = torch.ops.aten.softplus_backward(grad_temps, raw, 1.0, 20.0)
         return grad_z, grad_raw, None, None, None, None

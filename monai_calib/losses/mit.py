@@ -89,9 +89,11 @@ class MiTLoss(StatefulLossBase):
     effect (its step counter starts at 0, so :math:`\\lambda_1 = d_1`); this class starts at
     :math:`\\lambda_0 = 0`, :math:`t = 0`, which gives the same sequence.
 
-    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
-    function with a hand-written backward (first-order gradients only: ``create_graph=True``
-    double backward is not supported).
+    **Speed.** One autograd node per call: the temperature, cross-entropy and entropy (one
+    log-softmax), the state update (no graph), the loss terms and the reduction run inside a
+    fused autograd function with a hand-written backward that repeats autograd's operations
+    (same values; first-order gradients only: ``create_graph=True`` double backward is not
+    supported).
 
     Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
     last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
@@ -362,11 +364,16 @@ class _MiTFunction(torch.autograd.Function):
         ctx.save_for_backward(logp, t_z, y, ent, lam_c, raw_temperature)
         ctx.reduction = module.reduction
         ctx.t_dtype = temperature.dtype
+        ctx.pre_clamp = ctx.t_inside = None
         if ctx.needs_input_grad[1]:
             # the clamp passes the gradient only strictly inside the bounds, compared in the
             # temperature's dtype (autograd's clamp backward)
-            lo, hi = _bounds_in_dtype(module, temperature.dtype)
-            ctx.t_inside = lo < pre_clamp.item() < hi
+            if pre_clamp.device.type in _HOST_MASK_DEVICES:
+                lo, hi = _bounds_in_dtype(module, temperature.dtype)
+                ctx.t_inside = lo < pre_clamp.item() < hi
+            else:  # no host synchronisation: the mask is built in backward, as autograd does
+                ctx.pre_clamp = pre_clamp
+                ctx.bounds = (module.temperature_min, module.temperature_max)
         return loss
 
     @staticmethod
@@ -388,7 +395,14 @@ class _MiTFunction(torch.autograd.Function):
         if grad_t is not None:  # the backward of to(dtype), clamp, + 1e-6 and softplus
             if grad_t.dtype != ctx.t_dtype:
                 grad_t = grad_t.to(ctx.t_dtype)
-            if not ctx.t_inside:
+            if ctx.pre_clamp is not None:
+                lo, hi = ctx.bounds
+                grad_t = torch.where(
+                    ctx.pre_clamp.gt(lo).logical_and_(ctx.pre_clamp.lt(hi)),
+                    grad_t,
+                    torch.scalar_tensor(0.0, dtype=grad_t.dtype, device=grad_t.device),
+                )
+            elif not ctx.t_inside:
                 grad_t = grad_t.new_zeros(())
             grad_raw = torch.ops.aten.softplus_backward(grad_t, raw_temperature, 1.0, 20.0)
         return grad_z, grad_raw, None, None, None, None
@@ -406,3 +420,5 @@ def _bounds_in_dtype(module: MiTLoss, dtype: torch.dtype) -> tuple[float, float]
 
 _BOUNDS_CACHE: dict[tuple[torch.dtype, float, float], tuple[float, float]] = {}
 _NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
+#: devices whose clamp mask is read on the host (elsewhere it is built without a sync)
+_HOST_MASK_DEVICES = ("cpu",)

@@ -34,8 +34,17 @@ FACTORIES: dict[str, Callable[[int, str], nn.Module]] = {
     "mdca_ls": lambda k, r: MDCALoss(base_loss="label_smoothing", reduction=r),
     "ls_plus": lambda k, r: LSPlusLoss(torch.linspace(0.55, 0.95, k).tolist(), reduction=r),
     "mit": lambda k, r: MiTLoss(num_classes=k, init_temperature=1.3, reduction=r),
+    "mit_clamped": lambda k, r: _clamped_mit(k, r),
     "cct_eal": lambda k, r: CCTEALLoss(num_classes=k, reduction=r),
 }
+
+
+def _clamped_mit(k: int, reduction: str) -> MiTLoss:
+    """MiT whose temperature sits below its lower clamp (no gradient reaches it)."""
+    loss = MiTLoss(num_classes=k, temperature_min=0.01, reduction=reduction)
+    with torch.no_grad():
+        loss.raw_temperature.fill_(-8.0)
+    return loss
 
 
 @contextlib.contextmanager
@@ -107,12 +116,12 @@ def test_reduction_inside_the_function_equals_autograd_reduction(
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", ["mit", "cct_eal"])
+@pytest.mark.parametrize("name", ["mit", "mit_clamped", "cct_eal"])
 def test_host_scalar_updates_equal_tensor_ops(
     name: str, dtype: torch.dtype, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """MiT's dual update and CCT-EAL's alignment term on host scalars give the bits of the
-    0-d tensor formulation (the path without host scalars), over train and eval calls."""
+    """MiT's dual update and clamp mask and CCT-EAL's alignment term on host scalars give the
+    bits of the tensor formulation (the path off CPU), over train and eval calls."""
     k = 10
     batches = [(z.to(dtype), y) for z, y in _batches(k, steps=4)]
 
@@ -127,8 +136,10 @@ def test_host_scalar_updates_equal_tensor_ops(
 
     with _num_threads(threads):
         fast = sequence()
-        module = _MIT if name == "mit" else _CCT
+        module = _CCT if name == "cct_eal" else _MIT
         monkeypatch.setattr(module, "_NUMPY_SCALARS", {})
+        if module is _MIT:
+            monkeypatch.setattr(module, "_HOST_MASK_DEVICES", ())
         plain = sequence()
     _assert_all_equal(fast, plain)
 
