@@ -31,9 +31,12 @@ __all__ = [
     "FusedClassificationLoss",
     "class_indices",
     "log_softmax_rows",
+    "per_sample_grad",
     "prepare_inputs",
     "rowdot",
     "scaled_ce_and_entropy",
+    "scaled_ce_entropy_backward",
+    "scaled_ce_entropy_forward",
     "statistics_over_ranks",
     "upstream_weights",
 ]
@@ -48,7 +51,8 @@ def prepare_inputs(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     """
     check_logits_2d(input, name="input", finite=False)
     check_finite(input, "input")
-    return input.to(accumulation_dtype(input)), class_indices(target, input)
+    dtype = accumulation_dtype(input)
+    return input if input.dtype == dtype else input.to(dtype), class_indices(target, input)
 
 
 def class_indices(target: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
@@ -120,7 +124,7 @@ def statistics_over_ranks(sync_dist: bool, x: torch.Tensor) -> bool:
 
 def upstream_weights(grad_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Upstream gradients of the per-sample losses as a ``(B, 1)`` column of ``dtype``."""
-    return grad_output.to(dtype).unsqueeze(1)
+    return (grad_output if grad_output.dtype == dtype else grad_output.to(dtype)).unsqueeze(1)
 
 
 class FusedClassificationLoss(_Loss):
@@ -153,7 +157,51 @@ class FusedClassificationLoss(_Loss):
         args = self.function_args()
         if self.batch_statistics:
             args = (*args, statistics_over_ranks(self.sync_dist, z))
-        return reduce_per_sample(self.function.apply(z, y, *args), self.reduction)
+        # the reduction runs inside the same autograd node (no separate reduction node)
+        return _Reduced.apply(z, y, self.function, self.reduction, args)
+
+
+def per_sample_grad(grad_output: torch.Tensor, reduction: str, batch: int) -> torch.Tensor:
+    """The ``(B,)`` gradient of per-sample losses, as autograd's reduction node gives it.
+
+    ``"mean"``: ``grad.expand(B) / B`` (``mean_backward``), ``"sum"``: ``grad.expand(B)``,
+    ``"none"``: the gradient itself; so a ``Function`` that reduces inside computes the same
+    bits as a separate reduction node.
+    """
+    if reduction == "mean":
+        return grad_output.expand(batch) / batch
+    if reduction == "sum":
+        return grad_output.expand(batch)
+    return grad_output
+
+
+class _Reduced(torch.autograd.Function):
+    """A per-sample fused ``Function`` and the reduction of its output in one autograd node.
+
+    ``function.forward`` / ``function.backward`` are called with this node's context, so they
+    save and read their tensors as usual; ``backward`` first rebuilds the per-sample
+    gradient that a separate reduction node would pass (:func:`per_sample_grad`).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        function: type[torch.autograd.Function],
+        reduction: str,
+        args: tuple[Any, ...],
+    ) -> torch.Tensor:
+        per_sample = function.forward(ctx, z, y, *args)
+        ctx.function, ctx.reduction, ctx.batch_size = function, reduction, z.shape[0]
+        return reduce_per_sample(per_sample, reduction)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
+        g = per_sample_grad(grad_output, ctx.reduction, ctx.batch_size)
+        grad_z = ctx.function.backward(ctx, g)[0]
+        return grad_z, None, None, None, None
 
 
 class _ScaledCEEntropy(torch.autograd.Function):
@@ -181,20 +229,7 @@ class _ScaledCEEntropy(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = z / temperature
-        if s.is_cuda or s.shape[1] > 64:
-            logp = torch.log_softmax(s, dim=1)
-            entropy = -torch.linalg.vecdot(logp.exp(), logp)
-        else:
-            # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
-            shifted = s.sub_(s.amax(dim=1, keepdim=True))
-            e = shifted.exp()
-            sum_e = e.sum(dim=1)
-            log_z = sum_e.log()
-            # H = log Z - sum_j e_j * shifted_j / Z
-            entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
-            logp = shifted.sub_(log_z.unsqueeze(1))
-        ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+        logp, ce, entropy = scaled_ce_entropy_forward(z, temperature, target)
         ctx.save_for_backward(logp, temperature, target, entropy)
         return ce, entropy
 
@@ -205,19 +240,76 @@ class _ScaledCEEntropy(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         logp, temperature, target, entropy = ctx.saved_tensors
         # autograd materialises unused output gradients as zeros, so both are tensors here
-        # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
-        ds = logp + entropy.unsqueeze(1)
-        ds.mul_(grad_ent.unsqueeze(1).neg()).add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
-        ds.scatter_add_(1, target.unsqueeze(1), grad_ce.neg().unsqueeze(1).to(ds.dtype))
-        grad_z = grad_t = None
-        if ctx.needs_input_grad[1]:
-            if temperature.ndim == 0:
-                grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
-            else:
-                grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
-        if ctx.needs_input_grad[0]:
-            grad_z = ds.div_(temperature)
+        grad_z, grad_t = scaled_ce_entropy_backward(
+            logp,
+            temperature,
+            target,
+            entropy,
+            grad_ce,
+            grad_ent,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
         return grad_z, grad_t, None
+
+
+def scaled_ce_entropy_forward(
+    z: torch.Tensor, temperature: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward of :class:`_ScaledCEEntropy` without autograd: ``(log p, CE, entropy)``.
+
+    ``log p`` ``(B, K)`` is what :func:`scaled_ce_entropy_backward` needs; CE and entropy are
+    ``(B,)``. Shared with the losses that fold their reduction into one ``Function``.
+    """
+    s = z / temperature
+    if s.is_cuda or s.shape[1] > 64:
+        logp = torch.log_softmax(s, dim=1)
+        entropy = -torch.linalg.vecdot(logp.exp(), logp)
+    else:
+        # CPU with few classes: log_softmax over a short inner dim is ~3x slower than this
+        shifted = s.sub_(s.amax(dim=1, keepdim=True))
+        e = shifted.exp()
+        sum_e = e.sum(dim=1)
+        log_z = sum_e.log()
+        # H = log Z - sum_j e_j * shifted_j / Z
+        entropy = log_z - torch.linalg.vecdot(e, shifted) / sum_e
+        logp = shifted.sub_(log_z.unsqueeze(1))
+    ce = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    return logp, ce, entropy
+
+
+def scaled_ce_entropy_backward(
+    logp: torch.Tensor,
+    temperature: torch.Tensor,
+    target: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_ce: torch.Tensor,
+    grad_ent: torch.Tensor | float,
+    need_z: bool,
+    need_t: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Backward of :class:`_ScaledCEEntropy`: gradients w.r.t. ``z`` and ``temperature``.
+
+    ``grad_ce`` and ``grad_ent`` are the ``(B,)`` upstream gradients of CE and entropy
+    (``grad_ent`` may be a float, the same for every sample); a gradient that is not needed is
+    ``None``. ``logp`` is overwritten only through a copy.
+    """
+    # ds = p * (g_ce - g_H * (log p + H)) - g_ce * onehot(y), built in place in one buffer
+    ds = logp + entropy.unsqueeze(1)
+    # a float grad_ent is one value for every sample (a 0-d multiplier, same products)
+    ds.mul_(-grad_ent if isinstance(grad_ent, float) else grad_ent.unsqueeze(1).neg())
+    ds.add_(grad_ce.unsqueeze(1)).mul_(logp.exp())
+    src = grad_ce.neg().unsqueeze(1)
+    ds.scatter_add_(1, target.unsqueeze(1), src if src.dtype == ds.dtype else src.to(ds.dtype))
+    grad_z = grad_t = None
+    if need_t:
+        if temperature.ndim == 0:
+            grad_t = -torch.dot(ds.reshape(-1), logp.reshape(-1)) / temperature
+        else:
+            grad_t = -torch.linalg.vecdot(ds, logp).unsqueeze(1) / temperature
+    if need_z:
+        grad_z = ds.div_(temperature)
+    return grad_z, grad_t
 
 
 def scaled_ce_and_entropy(

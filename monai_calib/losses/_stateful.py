@@ -105,10 +105,12 @@ class StatefulLossBase(_Loss):
                 f"input must have num_classes={self.num_classes} columns, got shape "
                 f"{tuple(input.shape)}."
             )
-        return input.to(accumulation_dtype(input)), class_indices(target, input)
+        dtype = accumulation_dtype(input)
+        return input if input.dtype == dtype else input.to(dtype), class_indices(target, input)
 
     def _stage(self, new_state: dict[str, torch.Tensor]) -> None:
-        self._pending = {k: v.detach() for k, v in new_state.items()}
+        # tensors computed without a graph need no detach (one op fewer per tensor and call)
+        self._pending = {k: v.detach() if v.requires_grad else v for k, v in new_state.items()}
         if self.update_state_in_forward:
             self.update_state()
 

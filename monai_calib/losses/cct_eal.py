@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
@@ -14,6 +16,7 @@ from torch import nn
 from monai_calib._utils.distributed import (
     all_reduce_sum,
     all_reduce_sum_differentiable,
+    is_dist_ready,
 )
 from monai_calib._utils.validation import (
     accumulation_dtype,
@@ -24,7 +27,13 @@ from monai_calib._utils.validation import (
 )
 from monai_calib.enums import CCTEALInferenceRule
 
-from ._fused import scaled_ce_and_entropy, statistics_over_ranks
+from ._fused import (
+    per_sample_grad,
+    scaled_ce_and_entropy,
+    scaled_ce_entropy_backward,
+    scaled_ce_entropy_forward,
+    statistics_over_ranks,
+)
 from ._stateful import StatefulLossBase
 
 __all__ = ["CCTEALLoss", "cct_eal_inference_temperature"]
@@ -139,9 +148,11 @@ class CCTEALLoss(StatefulLossBase):
     without a graph (e.g. under ``torch.no_grad``) use the local :math:`H_{\\text{pred}}` and no
     collective for it.
 
-    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
-    function with a hand-written backward (first-order gradients only: ``create_graph=True``
-    double backward is not supported).
+    **Speed.** One autograd node per call: the temperature, cross-entropy and entropy (one
+    log-softmax), the state update (no graph), the loss terms and the reduction run inside a
+    fused autograd function with a hand-written backward that repeats autograd's operations
+    (same values; first-order gradients only: ``create_graph=True`` double backward is not
+    supported).
 
     Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
     last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
@@ -334,32 +345,67 @@ class CCTEALLoss(StatefulLossBase):
             accumulation dtype (float32 for half-precision input).
         """
         z, y = self._prepare(input, target)
-        t_sample = self._temperatures().to(z.dtype)[y].unsqueeze(1)
-        ce, ent = scaled_ce_and_entropy(z, t_sample, y)
-        if statistics_over_ranks(self.sync_dist, ent):  # ent is in a graph through z or T
-            # H_pred of the concatenated batch, in the graph: the backward sums over ranks
-            total = all_reduce_sum_differentiable(
-                torch.stack([ent.sum(), ent.new_tensor(ent.shape[0])])
-            )
-            h_pred = total[0] / total[1]
-        else:
-            h_pred = ent.mean()
         update = self.training or self.reference_mode
+        raw = self.raw_temperatures
+        # entropies in a graph (through z or T) under DDP: H_pred over ranks, in the graph
+        if statistics_over_ranks(self.sync_dist, z) or statistics_over_ranks(self.sync_dist, raw):
+            temps = self._temperatures()
+            if temps.dtype != z.dtype:
+                temps = temps.to(z.dtype)
+            return self._forward_over_ranks(z, temps, y, update)
+        aux: dict[str, torch.Tensor] = {}
+        # one autograd node for the temperatures, CE, entropy, the state update (no graph),
+        # the alignment term and the reduction
+        loss = _CCTEALFunction.apply(z, raw, y, self, update, aux)
+        ce_d, penalty_d, h_d, t_d = aux["ce"], aux["penalty"], aux["h_pred"], aux["t_sample"]
+        target_entropy = aux["target_entropy"]
+        alpha_d = aux["alpha"].clone()  # may be the buffer itself, which set_progress changes
 
+        def stats() -> dict[str, torch.Tensor]:
+            ce_mean = ce_d.mean()
+            return {
+                "loss": ce_mean + penalty_d,
+                "ce": ce_mean,
+                "entropy": h_d,
+                "target_entropy": target_entropy,
+                "alpha": alpha_d,
+                "mean_temperature": t_d.mean(),
+            }
+
+        self._defer_stats(stats)
+        if update:
+            self._stage({"label_ema": aux["ema"]})
+        return loss
+
+    def _ema_update(self, y: torch.Tensor, update: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(label EMA including this batch when update, target entropy H*)``, no graph."""
+        ema = self.label_ema
+        if update:
+            batch_counts = torch.bincount(y, minlength=self.num_classes).to(ema.dtype)
+            if self.sync_dist and is_dist_ready():
+                packed = all_reduce_sum(
+                    torch.cat([batch_counts, ema.new_tensor([float(y.shape[0])])])
+                )
+                batch_freq = packed[: self.num_classes] / packed[-1].clamp_min(1.0)
+            else:  # no packing (same values: B >= 1 is exact in float32)
+                batch_freq = batch_counts / float(y.shape[0])
+            ema = self.momentum * ema + (1.0 - self.momentum) * batch_freq
+        f = ema.clamp_min(self.eps)
+        return ema, -(f * f.log()).sum()
+
+    def _forward_over_ranks(
+        self, z: torch.Tensor, temps: torch.Tensor, y: torch.Tensor, update: bool
+    ) -> torch.Tensor:
+        """``forward`` of a call whose :math:`H_{\\text{pred}}` is reduced over ranks (DDP)."""
+        t_sample = temps[y].unsqueeze(1)
+        ce, ent = scaled_ce_and_entropy(z, t_sample, y)
+        # H_pred of the concatenated batch, in the graph: the backward sums over ranks
+        total = all_reduce_sum_differentiable(
+            torch.stack([ent.sum(), ent.new_tensor(ent.shape[0])])
+        )
+        h_pred = total[0] / total[1]
         with torch.no_grad():
-            ema = self.label_ema
-            if update:
-                batch_counts = torch.bincount(y, minlength=self.num_classes).to(ema.dtype)
-                if self.sync_dist:  # all_reduce_sum is the identity without a process group
-                    packed = all_reduce_sum(
-                        torch.cat([batch_counts, ema.new_tensor([float(y.shape[0])])])
-                    )
-                    batch_freq = packed[: self.num_classes] / packed[-1].clamp_min(1.0)
-                else:  # no packing (same values: B >= 1 is exact in float32)
-                    batch_freq = batch_counts / float(y.shape[0])
-                ema = self.momentum * ema + (1.0 - self.momentum) * batch_freq
-            f = ema.clamp_min(self.eps)
-            target_entropy = -(f * f.log()).sum()
+            ema, target_entropy = self._ema_update(y, update)
 
         alpha = self.alpha.to(ce.dtype)
         penalty = alpha * (h_pred - target_entropy.to(ce.dtype)).square()
@@ -388,3 +434,113 @@ class CCTEALLoss(StatefulLossBase):
         if update:
             self._stage({"label_ema": ema})
         return loss
+
+
+class _CCTEALFunction(torch.autograd.Function):
+    """CCT-EAL's per-sample ``CE + alpha (H_pred - H*)^2`` of ``softmax(z / T_y)``, reduced.
+
+    One autograd node for the gather of the per-sample temperatures, the fused CE + entropy,
+    the label-EMA update (no graph), the alignment term and the reduction. ``backward``
+    rebuilds the upstream gradients that autograd would pass through the reduction, the
+    broadcast add, ``alpha * square``, the batch mean of the entropy and the temperature gather
+    (the same operations, so the same bits) and applies
+    :func:`~monai_calib.losses._fused.scaled_ce_entropy_backward`.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        raw_temperatures: torch.Tensor,
+        y: torch.Tensor,
+        module: CCTEALLoss,
+        update: bool,
+        aux: dict[str, Any],
+    ) -> torch.Tensor:
+        # T_c = clamp(softplus(raw_c), T_min, T_max), as CCTEALLoss._temperatures
+        pre_clamp = F.softplus(raw_temperatures)
+        temps = pre_clamp.clamp(module.temperature_min, module.temperature_max)
+        if temps.dtype != z.dtype:
+            temps = temps.to(z.dtype)
+        t_sample = temps[y].unsqueeze(1)
+        logp, ce, ent = scaled_ce_entropy_forward(z, t_sample, y)
+        h_pred = ent.mean()
+        ema, target_entropy = module._ema_update(y, update)
+        alpha = module.alpha
+        if alpha.dtype != ce.dtype:
+            alpha = alpha.to(ce.dtype)
+        te_c = target_entropy if target_entropy.dtype == ce.dtype else target_entropy.to(ce.dtype)
+        scalar = _NUMPY_SCALARS.get(ce.dtype) if ce.device.type == "cpu" else None
+        if scalar is not None:
+            # alpha * (H_pred - H*)^2 on host scalars of the loss's dtype: the same IEEE
+            # operations as the 0-d tensor ops of the other branch (square is x * x)
+            gap = scalar(h_pred.item()) - scalar(te_c.item())
+            alpha_v = scalar(alpha.item())
+            penalty: Any = float(alpha_v * (gap * gap))
+        else:
+            gap = h_pred - te_c
+            alpha_v = alpha
+            penalty = alpha * gap.square()
+        loss = reduce_per_sample(ce + penalty, module.reduction)
+        aux.update(
+            ce=ce,
+            penalty=penalty,
+            h_pred=h_pred,
+            t_sample=t_sample,
+            alpha=alpha,
+            ema=ema,
+            target_entropy=target_entropy,
+        )
+        ctx.save_for_backward(logp, t_sample, y, ent, alpha, pre_clamp, raw_temperatures)
+        ctx.scalar, ctx.gap, ctx.alpha_v = scalar, gap, alpha_v
+        ctx.reduction = module.reduction
+        ctx.bounds = (module.temperature_min, module.temperature_max)
+        ctx.t_dtype = pre_clamp.dtype
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
+        logp, t_sample, y, ent, alpha, pre_clamp, raw = ctx.saved_tensors
+        batch = y.shape[0]
+        g = per_sample_grad(grad_output, ctx.reduction, batch)
+        # the broadcast add sums the gradient of the 0-d penalty (autograd's sum_to)
+        g_penalty = g.sum([0], keepdim=True).view(())
+        # alpha * gap^2 -> gap (pow_backward: grad * (2 * gap^1)) -> mean over the batch
+        scalar = ctx.scalar
+        if scalar is not None:
+            g_gap = (scalar(g_penalty.item()) * ctx.alpha_v) * (ctx.gap * scalar(2.0))
+            g_ent: Any = float(g_gap / scalar(batch))
+        else:
+            g_gap = (g_penalty * alpha) * (ctx.gap.pow(1) * 2.0)
+            g_ent = g_gap.expand(batch) / batch
+        grad_z, grad_t = scaled_ce_entropy_backward(
+            logp,
+            t_sample,
+            y,
+            ent,
+            g,
+            g_ent,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        grad_raw = None
+        if grad_t is not None:
+            # the gather's backward accumulates into the class temperatures; then the
+            # backward of to(dtype), the clamp (strictly inside the bounds) and softplus
+            grad_temps = grad_t.new_zeros(pre_clamp.shape[0]).index_put_(
+                (y,), grad_t.squeeze(1), accumulate=True
+            )
+            if grad_temps.dtype != ctx.t_dtype:
+                grad_temps = grad_temps.to(ctx.t_dtype)
+            lo, hi = ctx.bounds
+            grad_temps = torch.where(
+                pre_clamp.gt(lo).logical_and_(pre_clamp.lt(hi)),
+                grad_temps,
+                torch.scalar_tensor(0.0, dtype=grad_temps.dtype, device=grad_temps.device),
+            )
+            grad_raw = torch.ops.aten.softplus_backward(grad_temps, raw, 1.0, 20.0)
+        return grad_z, grad_raw, None, None, None, None
+
+
+_NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}

@@ -93,6 +93,32 @@ def class_prior_from_predictions(
     return (hits.double() / support.double()).float()
 
 
+def _class_tables(
+    prior: torch.Tensor, dtype: torch.dtype, mix: float, cache: dict[Any, torch.Tensor] | None
+) -> torch.Tensor:
+    """``(K, 3)`` columns ``w_k``, ``mix * r_k``, ``mix * sum_j t_j log t_j`` for class ``k``.
+
+    ``c = prior`` in ``dtype``, ``r = (1 - c) / (K - 1)``, ``w = (1 - mix) + mix (c - r)``. They
+    depend only on the prior, the dtype and ``mix``, so ``cache`` (the module's) keeps them
+    until the prior buffer is replaced (``.to``) or changed in place (``load_state_dict``).
+    """
+    # the cache holds the prior itself: identity (not an address that could be reused) and
+    # the in-place version counter tell whether it is still the same tensor with the same values
+    key = (prior._version, dtype, mix)
+    if cache is not None and cache.get("prior") is prior and cache.get("key") == key:
+        return cache["tables"]
+    k = prior.shape[0]
+    c = prior.to(dtype)
+    r = (1.0 - c) / (k - 1)
+    w_cls = (1.0 - mix) + mix * (c - r)  # weight of log p_y
+    neg_ent_t = c * torch.log(c) + (1.0 - c) * torch.log(r)  # sum_k t_k log t_k
+    tables = torch.stack([w_cls, mix * r, mix * neg_ent_t], dim=1)
+    if cache is not None:
+        cache.clear()
+        cache["prior"], cache["key"], cache["tables"] = prior, key, tables  # type: ignore[assignment]
+    return tables
+
+
 class _LSPlusFunction(torch.autograd.Function):
     """Per-sample loss ``-w_y log p_y - mix r_y sum_k log p_k + mix * sum_k t_k log t_k``.
 
@@ -106,21 +132,20 @@ class _LSPlusFunction(torch.autograd.Function):
         y: torch.Tensor,
         prior: torch.Tensor,
         mix: float,
+        cache: dict[Any, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        k = z.shape[1]
-        c = prior.to(z.dtype)
-        r = (1.0 - c) / (k - 1)
-        w_cls = (1.0 - mix) + mix * (c - r)  # weight of log p_y
+        # per-class (w, mix r, mix sum_k t_k log t_k) rows, fetched for the batch in one index
+        rows = _class_tables(prior, z.dtype, mix, cache)[y]
+        w_y = rows[:, 0]
         logp = log_softmax_rows(z)
         yi = y.unsqueeze(1)
-        per_sample = logp.gather(1, yi).squeeze(1).mul_(w_cls[y]).neg_()
+        per_sample = logp.gather(1, yi).squeeze(1).mul_(w_y).neg_()
         if mix != 0.0:
-            neg_ent_t = c * torch.log(c) + (1.0 - c) * torch.log(r)  # sum_k t_k log t_k
-            mr_cls = mix * r
-            per_sample = per_sample - mr_cls[y] * logp.sum(dim=1) + mix * neg_ent_t[y]
-            ctx.save_for_backward(logp, yi, w_cls[y].unsqueeze(1), mr_cls[y].unsqueeze(1))
+            mr_y = rows[:, 1]
+            per_sample = per_sample - mr_y * logp.sum(dim=1) + rows[:, 2]
+            ctx.save_for_backward(logp, yi, w_y.unsqueeze(1), mr_y.unsqueeze(1))
         else:
-            ctx.save_for_backward(logp, yi, w_cls[y].unsqueeze(1), None)
+            ctx.save_for_backward(logp, yi, w_y.unsqueeze(1), None)
         return per_sample
 
     @staticmethod
@@ -131,7 +156,7 @@ class _LSPlusFunction(torch.autograd.Function):
         p = logp.exp()
         dz = p.mul_(g) if mr is None else torch.addcmul((g * mr).neg_(), p, g, out=p)
         dz.scatter_add_(1, yi, (g * w).neg_())
-        return dz, None, None, None
+        return dz, None, None, None, None
 
 
 class LSPlusLoss(FusedClassificationLoss):
@@ -192,6 +217,7 @@ class LSPlusLoss(FusedClassificationLoss):
         super().__init__(reduction=reduction)
         self.mix = check_finite_number(mix, "mix", low=0.0, high=1.0)
         self.register_buffer("class_prior", self._validate_prior(class_prior), persistent=True)
+        self._tables_cache: dict[Any, torch.Tensor] = {}
 
     @staticmethod
     def _validate_prior(prior: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -237,7 +263,7 @@ class LSPlusLoss(FusedClassificationLoss):
     function = _LSPlusFunction
 
     def function_args(self) -> tuple[Any, ...]:
-        return (self.class_prior, self.mix)
+        return (self.class_prior, self.mix, self._tables_cache)
 
     def extra_repr(self) -> str:
         return (

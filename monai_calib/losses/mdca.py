@@ -53,17 +53,16 @@ class _MDCAFunction(torch.autograd.Function):
             base_loss = -logp_y
         elif base == "focal":
             one_minus = -torch.expm1(logp_y)  # 1 - p_y, accurate near p_y = 1
-            base_loss = -one_minus.pow(gamma) * logp_y
+            weight = one_minus.pow(gamma)
+            base_loss = -weight * logp_y
             if z.requires_grad:
                 # dL/dlogp_y = gamma (1-p)^(gamma-1) p log p - (1-p)^gamma; the first term -> 0
-                # as p -> 1 for gamma > 0, so it is written as 0 where 1 - p == 0.
-                safe = torch.where(one_minus > 0, one_minus, torch.ones_like(one_minus))
-                first = torch.where(
-                    one_minus > 0,
-                    gamma * safe.pow(gamma - 1.0) * logp_y.exp() * logp_y,
-                    torch.zeros_like(one_minus),
-                )
-                coef = one_minus.pow(gamma) - first
+                # as p -> 1 for gamma > 0, so it is written as 0 where 1 - p == 0 (masked fills
+                # write the same values as the where(1 - p > 0, ., 1 or 0) they replace)
+                at_one = one_minus <= 0
+                safe = one_minus.masked_fill(at_one, 1.0)
+                first = gamma * safe.pow(gamma - 1.0) * logp_y.exp() * logp_y
+                coef = weight - first.masked_fill_(at_one, 0.0)
         else:  # label_smoothing, MDCA repo convention: 1 - alpha on y, alpha / (K - 1) elsewhere
             off = smoothing / (k - 1)
             base_loss = -(1.0 - smoothing - off) * logp_y - off * logp.sum(dim=1)

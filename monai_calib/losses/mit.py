@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from monai_calib._utils.distributed import all_reduce_sum
+from monai_calib._utils.distributed import all_reduce_sum, is_dist_ready
 from monai_calib._utils.validation import (
     check_finite_number,
     check_logits_2d,
@@ -20,7 +22,7 @@ from monai_calib._utils.validation import (
     reduce_per_sample,
 )
 
-from ._fused import scaled_ce_and_entropy
+from ._fused import per_sample_grad, scaled_ce_entropy_backward, scaled_ce_entropy_forward
 from ._stateful import StatefulLossBase
 
 __all__ = ["MiTLoss"]
@@ -87,9 +89,11 @@ class MiTLoss(StatefulLossBase):
     effect (its step counter starts at 0, so :math:`\\lambda_1 = d_1`); this class starts at
     :math:`\\lambda_0 = 0`, :math:`t = 0`, which gives the same sequence.
 
-    **Speed.** Cross-entropy and entropy come from one log-softmax inside a fused autograd
-    function with a hand-written backward (first-order gradients only: ``create_graph=True``
-    double backward is not supported).
+    **Speed.** One autograd node per call: the temperature, cross-entropy and entropy (one
+    log-softmax), the state update (no graph), the loss terms and the reduction run inside a
+    fused autograd function with a hand-written backward that repeats autograd's operations
+    (same values; first-order gradients only: ``create_graph=True`` double backward is not
+    supported).
 
     Returns a tensor (not the reference's ``(loss, stats)`` tuple); detached statistics of the
     last call are in ``last_stats``: ``loss`` (mean-reduced), ``ce``, ``entropy``
@@ -172,6 +176,7 @@ class MiTLoss(StatefulLossBase):
         self.register_buffer("label_counts", torch.ones(num_classes), persistent=True)
         self.register_buffer("dual_lambda", torch.zeros(()), persistent=True)
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        self._h_max = max(math.log(num_classes + 1e-12), 1e-12)
 
     def _temperature(self) -> torch.Tensor:
         """Temperature in the graph (differentiable w.r.t. ``raw_temperature``)."""
@@ -232,41 +237,13 @@ class MiTLoss(StatefulLossBase):
             accumulation dtype (float32 for half-precision input).
         """
         z, y = self._prepare(input, target)
-        temperature = self._temperature()
-        ce, ent = scaled_ce_and_entropy(z, temperature, y)
         update = self.training or self.reference_mode
-
-        with torch.no_grad():
-            counts = self.label_counts
-            if update:
-                batch_counts = torch.bincount(y, minlength=self.num_classes).to(counts.dtype)
-                ent_sum = ent.detach().sum().to(counts.dtype)
-                if self.sync_dist:  # all_reduce_sum is the identity without a process group
-                    packed = all_reduce_sum(
-                        torch.cat([batch_counts, ent_sum[None], counts.new_tensor([y.shape[0]])])
-                    )
-                    batch_counts, ent_sum, n = packed[: self.num_classes], packed[-2], packed[-1]
-                else:  # no packing (same values: n is exact in float32)
-                    n = float(y.shape[0])
-                counts = counts + batch_counts
-            pi = counts / counts.sum()
-            target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
-            if update:
-                mean_ent = ent_sum / n
-                h_max = max(math.log(self.num_classes + 1e-12), 1e-12)
-                d = ((target_entropy - mean_ent) / h_max).clamp_min(0.0)
-                step = self.step + 1
-                t = step.to(self.dual_lambda.dtype)
-                lam = ((t - 1) * self.dual_lambda + d.to(t.dtype)) / t
-                lam = lam.clamp(0.0, self.lambda_max)
-            else:
-                lam = self.dual_lambda
-
-        lam_c = lam.to(ce.dtype)
-        per_sample = ce - lam_c * ent
-        loss = reduce_per_sample(per_sample, self.reduction)
-        ce_d, ent_d, lam_d = ce.detach(), ent.detach(), lam.detach()
-        temperature_d = temperature.detach()
+        aux: dict[str, torch.Tensor] = {}
+        # one autograd node for T, CE, entropy, the state update (no graph) and the reduction
+        loss = _MiTFunction.apply(z, self.raw_temperature, y, self, update, aux)
+        ce_d, ent_d, lam_d = aux["ce"], aux["entropy"], aux["lam"]
+        target_entropy = aux["target_entropy"]
+        temperature_d = aux["temperature"]
         if not update:  # lam is the buffer, which a later training call overwrites
             lam_d = lam_d.clone()
 
@@ -284,5 +261,164 @@ class MiTLoss(StatefulLossBase):
 
         self._defer_stats(stats)
         if update:
-            self._stage({"label_counts": counts, "dual_lambda": lam, "step": step})
+            self._stage(
+                {"label_counts": aux["counts"], "dual_lambda": aux["lam"], "step": aux["step"]}
+            )
         return loss
+
+    def _dual_update(
+        self, y: torch.Tensor, ent: torch.Tensor, update: bool, aux: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The :math:`\\lambda` of this call (no graph); fills ``aux`` with the new state.
+
+        ``ent`` is the per-sample entropy without a graph. With ``update``, the counts include
+        this batch and ``aux`` receives ``counts``, ``lam`` and ``step`` to stage.
+        """
+        counts = self.label_counts
+        if update:
+            # counts + long bincount: the exact integers are promoted to the counts' dtype
+            batch_counts = torch.bincount(y, minlength=self.num_classes)
+            ent_sum = ent.sum()
+            if ent_sum.dtype != counts.dtype:
+                ent_sum = ent_sum.to(counts.dtype)
+            if self.sync_dist and is_dist_ready():
+                packed = all_reduce_sum(
+                    torch.cat(
+                        [
+                            batch_counts.to(counts.dtype),
+                            ent_sum[None],
+                            counts.new_tensor([y.shape[0]]),
+                        ]
+                    )
+                )
+                batch_counts, ent_sum, n = packed[: self.num_classes], packed[-2], packed[-1]
+            else:  # no packing (same values: n is exact in float32)
+                n = float(y.shape[0])
+            counts = counts + batch_counts
+        pi = counts / counts.sum()
+        target_entropy = -(pi * pi.clamp_min(1e-12).log()).sum()
+        aux["target_entropy"] = target_entropy
+        if update:
+            lam_old = self.dual_lambda
+            scalar = _NUMPY_SCALARS.get(lam_old.dtype)
+            if (
+                scalar is not None
+                and isinstance(n, float)
+                and counts.dtype == lam_old.dtype
+                and lam_old.device.type == "cpu"
+            ):
+                # the same IEEE operations on host scalars of the buffers' dtype as the 0-d
+                # tensor ops below (so the same bits), without ~10 small kernels
+                mean_ent = scalar(ent_sum.item()) / scalar(n)
+                d = (scalar(target_entropy.item()) - mean_ent) / scalar(self._h_max)
+                d = np.maximum(d, scalar(0.0))
+                step_value = int(self.step) + 1
+                t = scalar(step_value)
+                lam_value = ((t - scalar(1)) * scalar(lam_old.item()) + d) / t
+                lam_value = np.minimum(np.maximum(lam_value, scalar(0.0)), scalar(self.lambda_max))
+                lam = lam_old.new_full((), float(lam_value))
+                step = self.step.new_full((), step_value)
+            else:
+                mean_ent = ent_sum / n
+                d = ((target_entropy - mean_ent) / self._h_max).clamp_min(0.0)
+                step = self.step + 1
+                t = step.to(lam_old.dtype)
+                lam = ((t - 1) * lam_old + d.to(t.dtype)) / t
+                lam = lam.clamp_(0.0, self.lambda_max)
+            aux["counts"], aux["lam"], aux["step"] = counts, lam, step
+        else:
+            lam = self.dual_lambda
+            aux["lam"] = lam
+        return lam
+
+
+class _MiTFunction(torch.autograd.Function):
+    """MiT's per-sample ``CE - lambda * H`` of ``softmax(z / T)``, reduced, in one node.
+
+    The state update runs inside ``forward`` (no graph); ``backward`` rebuilds the upstream
+    gradients of CE and entropy that autograd would pass through the reduction and the
+    ``- lambda * H`` term (same operations, so the same bits) and applies the fused backward
+    of :func:`~monai_calib.losses._fused.scaled_ce_entropy_backward`.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        raw_temperature: torch.Tensor,
+        y: torch.Tensor,
+        module: MiTLoss,
+        update: bool,
+        aux: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        # T = clamp(softplus(raw) + 1e-6, T_min, T_max), as MiTLoss._temperature
+        pre_clamp = F.softplus(raw_temperature) + 1e-6
+        temperature = pre_clamp.clamp(module.temperature_min, module.temperature_max)
+        t_z = temperature if temperature.dtype == z.dtype else temperature.to(z.dtype)
+        logp, ce, ent = scaled_ce_entropy_forward(z, t_z, y)
+        lam = module._dual_update(y, ent, update, aux)
+        lam_c = lam if lam.dtype == ce.dtype else lam.to(ce.dtype)
+        per_sample = ce - lam_c * ent
+        loss = reduce_per_sample(per_sample, module.reduction)
+        aux["ce"], aux["entropy"], aux["temperature"] = ce, ent, temperature
+        ctx.save_for_backward(logp, t_z, y, ent, lam_c, raw_temperature)
+        ctx.reduction = module.reduction
+        ctx.t_dtype = temperature.dtype
+        ctx.pre_clamp = ctx.t_inside = None
+        if ctx.needs_input_grad[1]:
+            # the clamp passes the gradient only strictly inside the bounds, compared in the
+            # temperature's dtype (autograd's clamp backward)
+            if pre_clamp.device.type in _HOST_MASK_DEVICES:
+                lo, hi = _bounds_in_dtype(module, temperature.dtype)
+                ctx.t_inside = lo < pre_clamp.item() < hi
+            else:  # no host synchronisation: the mask is built in backward, as autograd does
+                ctx.pre_clamp = pre_clamp
+                ctx.bounds = (module.temperature_min, module.temperature_max)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor):  # type: ignore[override]
+        logp, t_z, y, ent, lam_c, raw_temperature = ctx.saved_tensors
+        g = per_sample_grad(grad_output, ctx.reduction, y.shape[0])
+        grad_z, grad_t = scaled_ce_entropy_backward(
+            logp,
+            t_z,
+            y,
+            ent,
+            g,
+            g.neg() * lam_c,  # what autograd's sub and mul nodes would pass to the entropy
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        grad_raw = None
+        if grad_t is not None:  # the backward of to(dtype), clamp, + 1e-6 and softplus
+            if grad_t.dtype != ctx.t_dtype:
+                grad_t = grad_t.to(ctx.t_dtype)
+            if ctx.pre_clamp is not None:
+                lo, hi = ctx.bounds
+                grad_t = torch.where(
+                    ctx.pre_clamp.gt(lo).logical_and_(ctx.pre_clamp.lt(hi)),
+                    grad_t,
+                    torch.scalar_tensor(0.0, dtype=grad_t.dtype, device=grad_t.device),
+                )
+            elif not ctx.t_inside:
+                grad_t = grad_t.new_zeros(())
+            grad_raw = torch.ops.aten.softplus_backward(grad_t, raw_temperature, 1.0, 20.0)
+        return grad_z, grad_raw, None, None, None, None
+
+
+def _bounds_in_dtype(module: MiTLoss, dtype: torch.dtype) -> tuple[float, float]:
+    """``(T_min, T_max)`` rounded to ``dtype`` as a comparison with a tensor rounds them."""
+    key = (dtype, module.temperature_min, module.temperature_max)
+    cached = _BOUNDS_CACHE.get(key)
+    if cached is None:
+        b = torch.tensor([module.temperature_min, module.temperature_max], dtype=dtype)
+        cached = _BOUNDS_CACHE[key] = (float(b[0]), float(b[1]))
+    return cached
+
+
+_BOUNDS_CACHE: dict[tuple[torch.dtype, float, float], tuple[float, float]] = {}
+_NUMPY_SCALARS = {torch.float32: np.float32, torch.float64: np.float64}
+#: devices whose clamp mask is read on the host (elsewhere it is built without a sync)
+_HOST_MASK_DEVICES = ("cpu",)
