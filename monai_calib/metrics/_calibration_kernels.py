@@ -301,7 +301,8 @@ def chunked_equal_width_statistics(
     of every (sample, group) pair.
 
     - ``"top_label"``: ``key = 2 * slot + correct``; one ``bincount`` of the keys gives the
-      counts and hits, one weighted ``bincount`` (float64 weights) the confidence sums.
+      counts and hits, one ``scatter_add_`` of the float64 confidences the sums (the additions
+      of a weighted ``bincount``, in the same order).
       Correctness avoids the slow ``max(dim)`` with indices and the slow comparison kernels:
       ``sign(p_k - max_j p_j)`` is 0 exactly for a maximal class and -1 otherwise, so the sum
       of these signs over the chunk is ``-(K - 1) n`` exactly when every row maximum is unique,
@@ -310,7 +311,7 @@ def chunked_equal_width_statistics(
       to zero) the chunk takes the exact ``max(dim=0)`` index path (first maximal class, as
       documented).
     - ``"classwise"``: ``code = class * (M + 1) + slot``; ``bincount`` of the codes gives the
-      counts, a weighted one the sums, and a ``bincount`` of the codes read at the labels the
+      counts, a ``scatter_add_`` the sums, and a ``bincount`` of the codes read at the labels the
       hits (exactly one class per sample is correct: no ``K x n`` comparison).
 
     Results equal those of :func:`binned_statistics` (counts are the same integers; sums are
@@ -435,7 +436,11 @@ def _chunk_statistics(
                 key.add_(offsets.to(key_dtype))
         flat = key.reshape(-1)
         counts = torch.bincount(flat, minlength=size)
-        sums = torch.bincount(flat, weights=q.double().reshape(-1), minlength=size)
+        # the float64 sums of a weighted bincount (the same additions in the same order), but
+        # ~2x faster: scatter_add_ skips bincount's min / max passes and its slow weighted loop
+        sums = torch.zeros(size, dtype=torch.float64).scatter_add_(
+            0, flat.long(), q.double().reshape(-1)
+        )
         if top:
             return counts, sums
         hits = torch.bincount(_label_entries(key, lab, state), minlength=size)
