@@ -37,7 +37,9 @@ def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
     busy each region waits for a descheduled worker. Measured on a 2-core VM with one other
     busy process, the metric fast path took 1.5 s per call instead of 22 ms (26 ms on one
     thread, at any load). The thread count is process-wide state, so this is not meant for
-    concurrent use from several Python threads.
+    concurrent use from several Python threads. Inside the block
+    :func:`outer_intra_op_threads` still gives the replaced count, so that the loop can share its
+    chunks between that many Python threads (:func:`map_chunks`).
 
     Args:
         enabled: ``False`` makes this a no-op.
@@ -47,11 +49,11 @@ def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
         yield
         return
     torch.set_num_threads(1)
-    _outer.threads = threads
+    previous, _outer.threads = getattr(_outer, "threads", None), threads
     try:
         yield
     finally:
-        _outer.threads = None
+        _outer.threads = previous
         torch.set_num_threads(threads)
 
 

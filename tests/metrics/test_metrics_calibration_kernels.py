@@ -340,6 +340,31 @@ def test_map_chunks_order_errors_and_threads(workers):
     assert threads_mod.map_chunks(0, make_worker, workers) == []
 
 
+def test_outer_intra_op_threads_survives_nested_single_thread_blocks():
+    # the count a single_intra_op_thread block replaced is what map_chunks may use inside it,
+    # through nested blocks, and it is forgotten (restored) on exit, also on error
+    threads_mod = importlib.import_module("monai_calib._utils.threads")
+    with _num_threads(2):
+        assert threads_mod.outer_intra_op_threads() == 2
+        with threads_mod.single_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            assert threads_mod.outer_intra_op_threads() == 2
+            with threads_mod.single_intra_op_thread():
+                assert threads_mod.outer_intra_op_threads() == 2
+            torch.set_num_threads(3)  # a caller that changes the count inside the block
+            with threads_mod.single_intra_op_thread():
+                assert threads_mod.outer_intra_op_threads() == 3
+            assert threads_mod.outer_intra_op_threads() == 2
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads_mod.single_intra_op_thread():
+            raise RuntimeError
+        assert threads_mod.outer_intra_op_threads() == 2 == torch.get_num_threads()
+        with threads_mod.single_intra_op_thread(enabled=False):
+            assert threads_mod.outer_intra_op_threads() == 2 == torch.get_num_threads()
+    with _num_threads(1), threads_mod.single_intra_op_thread():
+        assert threads_mod.outer_intra_op_threads() == 1
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(3_001, 5), (3_001, 70), (2, 4, 13, 11, 7)])
 def test_chunked_statistics_over_many_small_chunks(monkeypatch, threads, shape):
