@@ -23,13 +23,14 @@ Layouts: the class (or label) axis is dim 1, ``(B, K)`` for classification and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 import torch
 from monai.utils import look_up_option
 
-from monai_calib._utils.threads import single_intra_op_thread
+from monai_calib._utils.threads import map_chunks, outer_intra_op_threads
 
 __all__ = [
     "accumulation_dtype",
@@ -341,24 +342,29 @@ def _checked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
     """
     if not _exact_matmul_ok(y) or y.numel() == 0:
         return _one_hot_index(y) if check_one_hot(y, dim=1) else None
-    with single_intra_op_thread():  # a loop of small ops (see _utils.threads)
-        return _blocked_one_hot_index(y)
+    return _blocked_one_hot_index(y)
 
 
 def _blocked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
-    """The block loop of :func:`_checked_one_hot_index`."""
+    """The block loop of :func:`_checked_one_hot_index`.
+
+    The blocks are shared between the caller's intra-op threads, each running its ops on one
+    intra-op thread (:func:`~monai_calib._utils.threads.map_chunks`: a loop of small ops)."""
     batch, num_classes = y.shape[0], y.shape[1]
     y3 = y.reshape(batch, num_classes, -1)
     voxels = y3.shape[2]
     step = max(1, _ONE_HOT_BLOCK // num_classes)
     index = torch.empty(batch, voxels, dtype=torch.long)  # the only full-size allocation
     width = min(step, voxels)
-    buf = torch.empty(num_classes, width, dtype=y.dtype)
-    per_voxel = torch.empty(3, width, dtype=y.dtype)  # count, sum, index of a block
-    classes = torch.arange(num_classes, dtype=y.dtype)
-    ranges = []
-    for b in range(batch):
-        for s0 in range(0, voxels, step):
+    starts = [(b, s0) for b in range(batch) for s0 in range(0, voxels, step)]
+
+    def make_worker() -> Callable[[int], torch.Tensor]:
+        buf = torch.empty(num_classes, width, dtype=y.dtype)
+        per_voxel = torch.empty(3, width, dtype=y.dtype)  # count, sum, index of a block
+        classes = torch.arange(num_classes, dtype=y.dtype)
+
+        def work(i: int) -> torch.Tensor:
+            b, s0 = starts[i]
             block = y3[b, :, s0 : s0 + step]
             n = block.shape[1]
             part, count, total, idx = buf[:, :n], *per_voxel[:, :n]
@@ -368,7 +374,11 @@ def _blocked_one_hot_index(y: torch.Tensor) -> torch.Tensor | None:
             torch.mv(part.t(), classes, out=idx)
             index[b, s0 : s0 + step].copy_(idx)
             # amin, not aminmax: aminmax copies a strided block first
-            ranges.append(torch.stack([block.amin(), *torch.aminmax(count), *torch.aminmax(total)]))
+            return torch.stack([block.amin(), *torch.aminmax(count), *torch.aminmax(total)])
+
+        return work
+
+    ranges = map_chunks(len(starts), make_worker, outer_intra_op_threads())
     # per block: the smallest entry, the range of the counts and of the sums (all must be 1).
     # With every entry >= 0 and one nonzero entry per voxel summing to 1, none exceeds 1 (an
     # entry > 1, +inf or NaN makes its ceil count >= 2, inf or NaN)

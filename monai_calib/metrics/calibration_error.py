@@ -30,7 +30,6 @@ from monai_calib._utils.threads import single_intra_op_thread
 from monai_calib._utils.validation import check_num_bins, look_up_argument
 from monai_calib.enums import Binning, CalibrationNorm, CalibrationReduction, CalibrationTarget
 
-from . import _calibration_kernels as _kernels
 from ._calibration_kernels import (
     accumulate_statistics,
     binned_statistics,
@@ -129,8 +128,9 @@ def calibration_statistics(
             return binned_statistics(probs, truth.bool(), num_bins, group_dim=1)
     else:
         fast = binning == "equal_width" and fast_path_ok(y_pred)
-        # the label checks too run on one thread with the chunk loop (see _utils.threads)
-        with single_intra_op_thread(fast and not _kernels._PARALLEL_CHUNKS):
+        # the label checks too run their ops on one intra-op thread (see _utils.threads); the
+        # chunk loop shares its chunks between as many Python threads as there were
+        with single_intra_op_thread(fast):
             probs, labels = prepare_multiclass(y_pred, y, logits=logits, check_probs=not fast)
             if fast and probs.numel() > 0:
                 return chunked_equal_width_statistics(

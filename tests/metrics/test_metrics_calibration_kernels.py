@@ -6,6 +6,7 @@ fast path, at one and at two intra-op threads, against plain numpy statistics.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Iterator
 
@@ -238,8 +239,8 @@ def test_chunked_kernel_at_two_threads_equals_one_thread_and_plain_statistics(na
                         onehot = torch.nn.functional.one_hot(y, p.shape[1]).movedim(-1, 1)
                         whole = kernels.binned_statistics(p, onehot.bool(), num_bins, group_dim=1)
                     _assert_same_statistics(whole, ref)
-            # one and two threads: the same integers, float64 sums equal up to chunk order
-            _assert_same_statistics(results[2, True], results[1, True])
+            # one and two threads: the same chunks, added in chunk order: the same bits
+            assert torch.equal(results[2, True], results[1, True])
             assert torch.equal(results[1, True], results[1, False])
             assert torch.equal(results[2, True], results[2, False])
             # and the public function takes that path at two threads
@@ -248,14 +249,13 @@ def test_chunked_kernel_at_two_threads_equals_one_thread_and_plain_statistics(na
             assert torch.equal(public, results[2, True])
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_chunks_follow_the_thread_count(monkeypatch, parallel):
-    # default: cache-sized chunks at any thread count, the loop pinned to one thread (restored
-    # afterwards, also on error); _PARALLEL_CHUNKS: chunks large enough that every chunk op
-    # gives each thread more than ATen's parallel grain
-    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
+def test_chunks_do_not_depend_on_the_thread_count(monkeypatch):
+    # cache-sized chunks of the same width at any thread count; every chunk op runs on one
+    # intra-op thread, the chunks are shared between as many Python threads as the caller had
+    # intra-op threads, and the count is restored afterwards, also on error
+    threads_mod = importlib.import_module("monai_calib._utils.threads")
     p, y = _random_probs(400_000, 3, seed=1, dtype=torch.float32)
-    widths, inside = {}, {}
+    widths, workers, inside = {}, {}, {}
     for threads in (1, 2):
         with _num_threads(threads):
             seen, start = [], 0
@@ -263,47 +263,115 @@ def test_chunks_follow_the_thread_count(monkeypatch, parallel):
             for x, sums, lab in kernels._chunks(p, y, row_sums=True):
                 n = x.shape[1]
                 assert torch.equal(x, p[start : start + n].t())
-                assert torch.equal(lab[0], y[start : start + n])
+                assert torch.equal(lab, y[start : start + n])
                 torch.testing.assert_close(sums, p[start : start + n].sum(1))
                 seen.append(n)
                 start += n
             assert sum(seen) == 400_000
-            widths[threads] = seen[0]
-            real_chunks = kernels._chunks
+            widths[threads] = seen
+            real_map = threads_mod.map_chunks
 
-            def spy(*args, _real=real_chunks, _threads=threads, **kwargs):
-                inside[_threads] = torch.get_num_threads()
-                return _real(*args, **kwargs)
+            def spy(num, make_worker, n_workers, _threads=threads, _real=real_map):
+                workers[_threads] = n_workers
 
-            monkeypatch.setattr(kernels, "_chunks", spy)
+                def make():
+                    work = make_worker()
+
+                    def run(i):
+                        inside.setdefault(_threads, set()).add(torch.get_num_threads())
+                        return work(i)
+
+                    return run
+
+                return _real(num, make, n_workers)
+
+            monkeypatch.setattr(kernels, "map_chunks", spy)
             kernels.chunked_equal_width_statistics(p, p, y, "top_label", 15, check=True)
-            monkeypatch.setattr(kernels, "_chunks", real_chunks)
+            calibration_statistics(p, y, target="classwise")
+            monkeypatch.setattr(kernels, "map_chunks", real_map)
             assert torch.get_num_threads() == threads
             bad = p.clone()
             bad[123_456, 0] = -0.5
             with pytest.raises(ValueError, match=r"\[0, 1\]"):
                 calibration_statistics(bad, y)
             assert torch.get_num_threads() == threads
-    assert widths[1] == kernels._CHUNK_VALUES // 3
-    if parallel:
-        assert inside == {1: 1, 2: 2}
-        assert widths[2] == 2 * kernels._CHUNK_VALUES_PER_THREAD // 3
-        assert widths[2] * 3 >= 2 * 2 * 32_768  # ATen's grain size, per thread, twice
-    else:
-        assert inside == {1: 1, 2: 1}
-        assert widths[2] == widths[1]
+    assert widths[1][0] == kernels._CHUNK_VALUES // 3
+    assert widths[2] == widths[1]
+    assert workers == {1: 1, 2: 2}
+    assert inside == {1: {1}, 2: {1}}
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_map_chunks_order_errors_and_threads(workers):
+    # results in chunk order, each chunk's ops on one intra-op thread, one worker function per
+    # thread, the exception of the lowest failing chunk, the thread count restored
+    threads_mod = importlib.import_module("monai_calib._utils.threads")
+    made, seen = [], []
+
+    def make_worker():
+        made.append(1)
+
+        def work(i):
+            seen.append(torch.get_num_threads())
+            return torch.full((3,), float(i)).sum().item()
+
+        return work
+
+    with _num_threads(2):
+        got = threads_mod.map_chunks(11, make_worker, workers)
+        assert torch.get_num_threads() == 2
+    assert got == [3.0 * i for i in range(11)]
+    assert set(seen) == {1} and len(seen) == 11
+    assert 1 <= len(made) <= workers
+
+    def failing_worker():
+        def work(i):
+            if i in (4, 7, 9):
+                raise ValueError(f"chunk {i}")
+            return i
+
+        return work
+
+    for _ in range(5):
+        with _num_threads(2):
+            with pytest.raises(ValueError, match="chunk 4"):
+                threads_mod.map_chunks(12, failing_worker, workers)
+            assert torch.get_num_threads() == 2
+    assert threads_mod.map_chunks(0, make_worker, workers) == []
+
+
+def test_outer_intra_op_threads_survives_nested_single_thread_blocks():
+    # the count a single_intra_op_thread block replaced is what map_chunks may use inside it,
+    # through nested blocks, and it is forgotten (restored) on exit, also on error
+    threads_mod = importlib.import_module("monai_calib._utils.threads")
+    with _num_threads(2):
+        assert threads_mod.outer_intra_op_threads() == 2
+        with threads_mod.single_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            assert threads_mod.outer_intra_op_threads() == 2
+            with threads_mod.single_intra_op_thread():
+                assert threads_mod.outer_intra_op_threads() == 2
+            torch.set_num_threads(3)  # a caller that changes the count inside the block
+            with threads_mod.single_intra_op_thread():
+                assert threads_mod.outer_intra_op_threads() == 3
+            assert threads_mod.outer_intra_op_threads() == 2
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads_mod.single_intra_op_thread():
+            raise RuntimeError
+        assert threads_mod.outer_intra_op_threads() == 2 == torch.get_num_threads()
+        with threads_mod.single_intra_op_thread(enabled=False):
+            assert threads_mod.outer_intra_op_threads() == 2 == torch.get_num_threads()
+    with _num_threads(1), threads_mod.single_intra_op_thread():
+        assert threads_mod.outer_intra_op_threads() == 1
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(3_001, 5), (3_001, 70), (2, 4, 13, 11, 7)])
-def test_chunked_statistics_over_many_small_chunks(monkeypatch, parallel, threads, shape):
+def test_chunked_statistics_over_many_small_chunks(monkeypatch, threads, shape):
     # tiny chunks: many chunks, a partial last one, chunks with tied rows (exact argmax) next to
-    # chunks without; the statistics are those of the plain reference at 1 and 2 threads, with
-    # the loop pinned to one thread (default) or split by ATen per chunk op
-    monkeypatch.setattr(kernels, "_PARALLEL_CHUNKS", parallel)
+    # chunks without; the statistics are those of the plain reference at 1 and 2 threads (the
+    # chunks shared between two Python threads), and the same bits at both
     monkeypatch.setattr(kernels, "_CHUNK_VALUES", 700)
-    monkeypatch.setattr(kernels, "_CHUNK_VALUES_PER_THREAD", 350)
     g = torch.Generator().manual_seed(11)
     p = torch.softmax(3 * torch.randn(*shape, generator=g, dtype=torch.float64), dim=1)
     y = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
@@ -316,11 +384,14 @@ def test_chunked_statistics_over_many_small_chunks(monkeypatch, parallel, thread
         p[0, :, 0, 0, :3] = 0.25
     p = p.float()
     flat_p, flat_y = p.movedim(1, -1).reshape(-1, shape[1]), y.reshape(-1)
-    with _num_threads(threads):
-        for target in ("top_label", "classwise"):
-            for check in (True, False):
+    for target in ("top_label", "classwise"):
+        for check in (True, False):
+            with _num_threads(threads):
                 got = kernels.chunked_equal_width_statistics(p, p, y, target, 15, check=check)
-                _assert_same_statistics(got, _np_width_statistics(flat_p, flat_y, 15, target))
+            _assert_same_statistics(got, _np_width_statistics(flat_p, flat_y, 15, target))
+            with _num_threads(3 - threads):
+                other = kernels.chunked_equal_width_statistics(p, p, y, target, 15, check=check)
+            assert torch.equal(got, other)
 
 
 def test_kernel_edge_codes_and_groups():
@@ -428,12 +499,18 @@ def test_classification_report_of_grad_inputs_equals_detached(kind):
     assert classification_report(p, y) == classification_report(p.detach().clone(), y)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dense_one_hot_reader_over_blocks_is_as_strict_as_check_one_hot(monkeypatch, dtype):
+def test_dense_one_hot_reader_over_blocks_is_as_strict_as_check_one_hot(
+    monkeypatch, request, dtype, threads
+):
     # the blocked one-pass reader of dense one-hot labels: the index of argmax for valid input,
-    # None for every kind of invalid voxel, in any block (check_one_hot is the rule)
+    # None for every kind of invalid voxel, in any block (check_one_hot is the rule), with the
+    # blocks shared between one or two threads
     validation = importlib.import_module("monai_calib._utils.validation")
     monkeypatch.setattr(validation, "_ONE_HOT_BLOCK", 64)  # 16 voxels per block for K = 4
+    request.addfinalizer(functools.partial(torch.set_num_threads, torch.get_num_threads()))
+    torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(2)
     idx = torch.randint(0, 4, (2, 1, 7, 9, 5), generator=g)
     y = torch.zeros(2, 4, 7, 9, 5, dtype=dtype).scatter_(1, idx, 1.0)
