@@ -360,6 +360,21 @@ class CCTEALLoss(StatefulLossBase):
         ce_d, penalty_d, h_d, t_d = aux["ce"], aux["penalty"], aux["h_pred"], aux["t_sample"]
         target_entropy = aux["target_entropy"]
         alpha_d = aux["alpha"].clone()  # may be the buffer itself, which set_progress changes
+        self._record(ce_d, penalty_d, h_d, t_d, target_entropy, alpha_d)
+        if update:
+            self._stage({"label_ema": aux["ema"]})
+        return loss
+
+    def _record(
+        self,
+        ce_d: torch.Tensor,
+        penalty_d: torch.Tensor,
+        h_d: torch.Tensor,
+        t_d: torch.Tensor,
+        target_entropy: torch.Tensor,
+        alpha_d: torch.Tensor,
+    ) -> None:
+        """Defer this call's ``last_stats`` (computed only when read) from detached pieces."""
 
         def stats() -> dict[str, torch.Tensor]:
             ce_mean = ce_d.mean()
@@ -373,9 +388,6 @@ class CCTEALLoss(StatefulLossBase):
             }
 
         self._defer_stats(stats)
-        if update:
-            self._stage({"label_ema": aux["ema"]})
-        return loss
 
     def _ema_update(self, y: torch.Tensor, update: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(label EMA including this batch when update, target entropy H*)``, no graph."""
@@ -418,19 +430,7 @@ class CCTEALLoss(StatefulLossBase):
             t_sample.detach(),
         )
         alpha_d = alpha.detach().clone()  # may be the buffer itself, which set_progress changes
-
-        def stats() -> dict[str, torch.Tensor]:
-            ce_mean = ce_d.mean()
-            return {
-                "loss": ce_mean + penalty_d,
-                "ce": ce_mean,
-                "entropy": h_d,
-                "target_entropy": target_entropy,
-                "alpha": alpha_d,
-                "mean_temperature": t_d.mean(),
-            }
-
-        self._defer_stats(stats)
+        self._record(ce_d, penalty_d, h_d, t_d, target_entropy, alpha_d)
         if update:
             self._stage({"label_ema": ema})
         return loss
